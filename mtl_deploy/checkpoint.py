@@ -1,0 +1,117 @@
+"""Checkpoints: a directory with `weights.safetensors` and `manifest.json`.
+
+The manifest describes the architecture in JSON, so `load` rebuilds the module from the
+registry and fills it from safetensors: nothing is ever unpickled. A content hash of the
+weights detects a corrupt or tampered file before it is used. An optional
+`inputs.safetensors` keeps a few real input rows that export verification runs on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.models.registry import build_model
+from mtl_deploy.version import __version__
+
+FORMAT = "mtl_deploy.checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS, INPUTS, MANIFEST = "weights.safetensors", "inputs.safetensors", "manifest.json"
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    manifest: dict
+    sample_inputs: torch.Tensor | None  # (N, *input_shape) real rows, when the checkpoint has them
+
+
+def save(model: nn.Module, path: str | Path, *, sample_inputs: torch.Tensor | None = None, **info) -> Path:
+    """Write `model` as a checkpoint directory at `path` (replacing any previous one only
+    once the new one is complete). `info` (JSON-serialisable) goes into the manifest."""
+    if not hasattr(model, "config"):
+        raise InputError(f"{type(model).__name__} has no config(); save a model built by mtl_deploy")
+    config = model.config()
+    with atomic_directory(path) as staging:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS)
+        files = {WEIGHTS: sha256_file(staging / WEIGHTS)}
+        if sample_inputs is not None:
+            save_file({"x": sample_inputs.detach().float().contiguous()}, staging / INPUTS)
+            files[INPUTS] = sha256_file(staging / INPUTS)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "library_version": __version__, "torch_version": torch.__version__,
+            "architecture": config, "tasks": config["tasks"], "input_shape": config["input_shape"],
+            "normalization": _normalization(model),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "content_hash": files[WEIGHTS], "files": files, "info": info,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(path)
+
+
+def _normalization(model: nn.Module) -> dict | None:
+    normalize = getattr(model, "normalize", None)
+    if normalize is None:
+        return None
+    return {"mean": normalize.mean.flatten().tolist(), "std": normalize.std.flatten().tolist()}
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"checkpoint {str(path)!r} does not exist; check the path")
+    if not (path / MANIFEST).is_file():
+        raise InputError(f"{path} is not a checkpoint: it has no {MANIFEST}")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MtlDeployError(f"{path / MANIFEST} is corrupt ({err}); restore it or retrain") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is not an mtl_deploy checkpoint (manifest format {manifest.get('format')!r})"
+                         if isinstance(manifest, dict) else f"{path / MANIFEST} is not a checkpoint manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise MtlDeployError(f"{path} was written by a newer mtl-deploy ({manifest.get('library_version')}); upgrade")
+    return manifest
+
+
+def _load_tensors(path: Path, name: str, expected_hash: str | None) -> dict[str, torch.Tensor]:
+    file = path / name
+    if not file.is_file():
+        raise MtlDeployError(f"checkpoint {path} is incomplete: {name} is missing")
+    if expected_hash is not None and sha256_file(file) != expected_hash:
+        raise MtlDeployError(f"{file} is corrupt: its hash does not match the manifest; restore it or retrain")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as err:
+        raise MtlDeployError(f"{file} is corrupt ({err}); restore it or retrain") from None
+
+
+def read(path: str | Path) -> Checkpoint:
+    """The checkpoint at `path`: rebuilt model (eval mode), manifest and sample inputs."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    files = manifest.get("files", {})
+    state = _load_tensors(path, WEIGHTS, files.get(WEIGHTS))
+    model = build_model(manifest["architecture"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise MtlDeployError(f"{path / WEIGHTS} does not fit the manifest's architecture ({first})") from None
+    sample_inputs = _load_tensors(path, INPUTS, files[INPUTS])["x"] if INPUTS in files else None
+    return Checkpoint(model.eval(), manifest, sample_inputs)
+
+
+def load(path: str | Path) -> nn.Module:
+    """The model saved at `path`, in eval mode."""
+    return read(path).model

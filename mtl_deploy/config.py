@@ -1,0 +1,114 @@
+"""Run configuration: typed dataclasses with every default in one place, read from a JSON
+file (a user's own or a shipped preset) and then overridden by command-line flags.
+
+`resolve_config` is the one place where that precedence is decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mtl_deploy.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from: the built-in `synthetic` family, a `csv` or an `npz`."""
+
+    source: str = "synthetic"
+    path: str | None = None
+    tasks: list[dict] = field(default_factory=list)  # csv/npz: [{"name", "kind", "out_dim"}]
+    feature_columns: list[str] | None = None  # csv: None = every non-task column
+    synthetic: dict = field(default_factory=dict)  # keyword arguments of synthetic_family
+    val_fraction: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    trunk: dict = field(default_factory=lambda: {"type": "mlp", "hidden": [64, 64], "activation": "relu"})
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    patience: int = 25  # epochs without validation improvement before stopping
+    weighting: str = "equal"
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in resources.files("mtl_deploy.presets").iterdir()
+                  if p.name.endswith(".json"))
+
+
+def _parse_json(text: str, label: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{label} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{label} must hold a JSON object with sections {sorted(SECTIONS)}")
+    return data
+
+
+def config_from_dict(data: dict, label: str = "config") -> RunConfig:
+    """A RunConfig from nested dicts, refusing unknown sections and keys by name."""
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise InputError(f"{label}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = data.get(name, {})
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(values) - allowed)
+        if extra:
+            raise InputError(f"{label}: unknown key(s) {extra} in [{name}]; allowed: {sorted(allowed)}")
+        sections[name] = cls(**values)
+    return RunConfig(**sections)
+
+
+def resolve_config(config_path: str | Path | None = None, preset: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> RunConfig:
+    """File (or preset) first, then `overrides` of the form {"train.seed": 3}; None values
+    in `overrides` mean "flag not given" and leave the file's value."""
+    if (config_path is None) == (preset is None):
+        raise InputError("give either a CONFIG file or --preset NAME (one of: " + ", ".join(preset_names()) + ")")
+    if preset is not None:
+        if preset not in preset_names():
+            raise InputError(f"unknown preset {preset!r}; choose one of: {', '.join(preset_names())}")
+        label = f"preset {preset}"
+        text = resources.files("mtl_deploy.presets").joinpath(f"{preset}.json").read_text()
+    else:
+        label = str(config_path)
+        if not Path(config_path).is_file():
+            raise InputError(f"config file {label!r} does not exist; check the path or use --preset")
+        text = Path(config_path).read_text()
+    data = _parse_json(text, label)
+    config = config_from_dict(data, label)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, attr = key.split(".")
+        setattr(getattr(config, section), attr, value)
+    return config

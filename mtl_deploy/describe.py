@@ -1,0 +1,45 @@
+"""What `mtl-deploy inspect` shows: tasks, inputs, outputs, opset, parameter count and
+file sizes of a checkpoint or an export directory, read from manifests without loading
+weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtl_deploy.checkpoint import MANIFEST, read_manifest
+from mtl_deploy.errors import InputError
+from mtl_deploy.export.reverify import read_export_manifest
+from mtl_deploy.report import table
+
+
+def describe(path: str | Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{str(path)!r} does not exist; give a checkpoint or export directory")
+    if not (path / MANIFEST).is_file():
+        raise InputError(f"{path} has no {MANIFEST}: it is neither a checkpoint nor an export")
+    try:
+        kind = json.loads((path / MANIFEST).read_text()).get("format")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        kind = None
+    files = table(["file", "bytes"], [[f.name, f.stat().st_size] for f in sorted(path.iterdir()) if f.is_file()])
+    if kind == "mtl_deploy.export":
+        m = read_export_manifest(path)
+        io = [["input", i["name"], i["dtype"], i["shape"], ""] for i in m["inputs"]]
+        io += [["output", o["name"], o["dtype"], o["shape"], m["tasks"][o["task"]]["kind"]] for o in m["outputs"]]
+        parity = m.get("parity", {})
+        lines = [f"export {path} (mtl_deploy {m['library_version']}, opset {m['opset']}, torch {m['torch_version']})",
+                 table(["", "name", "dtype", "shape", "task kind"], io),
+                 f"parameters: {m['parameters']}",
+                 f"parity: {'passed' if parity.get('passed') else 'NOT passed'} in {', '.join(parity.get('runtimes', []))}"
+                 f" at batches {parity.get('batch_sizes')}"]
+    else:
+        m = read_manifest(path)
+        rows = [[t["name"], t["kind"], t["out_dim"]] for t in m["tasks"]]
+        lines = [f"checkpoint {path} (mtl_deploy {m['library_version']}, torch {m['torch_version']})",
+                 f"architecture: {m['architecture']['architecture']}, trunk {m['architecture'].get('trunk')}",
+                 f"input shape: {m['input_shape']}  parameters: {m['parameters']}",
+                 table(["task", "kind", "out_dim"], rows)]
+    return "\n".join([*lines, files])
+

@@ -1,0 +1,117 @@
+"""`export`: a model or checkpoint in, a verified export directory out.
+
+The directory holds `model.onnx` (one file, manifest essentials in its metadata) and
+`manifest.json` (inputs, outputs, tasks, opset, versions, hashes, parity report). It is
+assembled under a temporary name, proved against PyTorch, and only then renamed into
+place: a failed proof leaves no artifact that claims to be good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from mtl_deploy import checkpoint
+from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.errors import InputError
+from mtl_deploy.export.onnx_graph import BATCH_DIM, INPUT_NAME, trace_onnx
+from mtl_deploy.export.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, ParityError, ParityReport,
+                                      check_graph, graph_runners, prove_parity, random_inputs, torch_outputs)
+from mtl_deploy.version import __version__
+
+FORMATS = ("onnx",)
+DEFAULT_OPSET = 20
+MODEL_FILE, MANIFEST = "model.onnx", "manifest.json"
+EXPORT_FORMAT = "mtl_deploy.export"
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    manifest: dict
+    parity: ParityReport
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of the model's state as safetensors bytes: equal to a checkpoint's content hash."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return hashlib.sha256(safetensors_bytes(state)).hexdigest()
+
+
+def _resolve_model(model_or_path) -> tuple[nn.Module, torch.Tensor | None, dict | None]:
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path.eval(), None, None
+    loaded = checkpoint.read(model_or_path)
+    return loaded.model, loaded.sample_inputs, loaded.manifest
+
+
+def _value_info(value: onnx.ValueInfoProto) -> dict:
+    tensor = value.type.tensor_type
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+            "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
+
+
+def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
+           atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, batch_sizes=DEFAULT_BATCH_SIZES,
+           sample_inputs: torch.Tensor | None = None) -> ExportReport:
+    """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
+
+    Raises `ParityError` when any output of the graph differs from PyTorch beyond
+    |a - e| <= atol + rtol * |e| in any runtime, input set or batch size.
+    """
+    if format not in FORMATS:
+        raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
+    newest = onnx.defs.onnx_opset_version()
+    if not 18 <= opset <= newest:
+        raise InputError(f"opset {opset} is out of range; use 18 to {newest} (default {DEFAULT_OPSET})")
+    if atol < 0 or rtol < 0:
+        raise InputError("tolerances must be >= 0")
+    model, stored_inputs, source_manifest = _resolve_model(model_or_path)
+    real = sample_inputs if sample_inputs is not None else stored_inputs
+    if real is not None and tuple(real.shape[1:]) != tuple(model.input_shape):
+        raise InputError(f"sample inputs have row shape {tuple(real.shape[1:])}, the model takes {model.input_shape}")
+    tasks = model.tasks
+    names = [t.name for t in tasks]
+    proto = trace_onnx(model, names, random_inputs(model, 4), opset)
+    weights_sha = weights_hash(model)
+    essentials = {
+        "format": EXPORT_FORMAT, "library_version": __version__, "opset": opset, "weights_sha256": weights_sha,
+        "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [{**_value_info(v), "task": v.name} for v in proto.graph.output],
+        "tasks": {t.name: {"output": t.name, "kind": t.kind, "out_dim": t.out_dim,
+                           "values": "values" if t.kind == "regression" else "logits"} for t in tasks},
+    }
+    proto.producer_name, proto.producer_version = "mtl_deploy", __version__
+    onnx.helper.set_model_props(proto, {f"mtl_deploy.{k}": v if isinstance(v, str) else json.dumps(v)
+                                        for k, v in essentials.items()})
+    with atomic_directory(out_dir) as staging:
+        onnx.save_model(proto, staging / MODEL_FILE, save_as_external_data=False)
+        check_graph(staging / MODEL_FILE)
+        input_sets = {"random": random_inputs(model, 64, seed=1).numpy()}
+        if real is not None:
+            input_sets["real"] = real.float().numpy()
+        parity = prove_parity(graph_runners(staging / MODEL_FILE, proto), torch_outputs(model, names),
+                              INPUT_NAME, input_sets, batch_sizes, atol, rtol)
+        if not parity.passed:
+            raise ParityError(parity.failure_message() + "; no export was written")
+        manifest = {
+            **essentials,
+            "artifact": MODEL_FILE, "batch_axis": BATCH_DIM,
+            "model_sha256": sha256_file(staging / MODEL_FILE),
+            "torch_version": torch.__version__, "onnx_version": onnx.__version__,
+            "onnxruntime_version": onnxruntime.__version__,
+            "architecture": model.config(), "parameters": sum(p.numel() for p in model.parameters()),
+            "checkpoint": source_manifest and {"content_hash": source_manifest["content_hash"],
+                                               "info": source_manifest.get("info", {})},
+            "parity": parity.to_dict(),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportReport(Path(out_dir), manifest, parity)

@@ -1,0 +1,46 @@
+"""Serving latency of an export next to PyTorch eager: medians after warm-up, both
+runtimes on one thread, same inputs, measured side by side in one process."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtl_deploy.export.verify import onnxruntime_session, random_inputs
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 200, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def serving_latency(model: nn.Module, onnx_path: str | Path, batch_sizes=(1, 64), repeats: int = 200) -> list[dict]:
+    """Per batch size: median ms of ONNX Runtime and of PyTorch eager (no_grad), 1 thread each."""
+    session = onnxruntime_session(onnx_path, threads=1)
+    input_name = session.get_inputs()[0].name
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for batch in batch_sizes:
+            x = random_inputs(model, batch)
+            feeds = {input_name: np.ascontiguousarray(x.numpy())}
+            with torch.inference_mode():
+                eager = median_ms(lambda: model(x), repeats)
+            onnx_ms = median_ms(lambda: session.run(None, feeds), repeats)
+            rows.append({"batch": batch, "onnxruntime_ms": onnx_ms, "pytorch_ms": eager})
+    finally:
+        torch.set_num_threads(previous_threads)
+    return rows

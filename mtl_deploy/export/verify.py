@@ -1,0 +1,153 @@
+"""Proof that an exported graph computes what the PyTorch model computes.
+
+Every export goes through `check_graph` (full ONNX checker, standard operators, symbolic
+batch axis) and `prove_parity`: the graph runs in ONNX Runtime and in
+`onnx.reference.ReferenceEvaluator` on random and real inputs at several batch sizes, and
+each output is compared with the expected values under |a - e| <= atol + rtol * |e|.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx.reference import ReferenceEvaluator
+from torch import nn
+
+from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.export.onnx_graph import BATCH_DIM, STANDARD_DOMAINS
+
+DEFAULT_BATCH_SIZES = (1, 37, 256)
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
+Outputs = dict[str, np.ndarray]
+
+
+class ParityError(MtlDeployError):
+    """The exported graph does not match the model within the tolerances."""
+
+
+@dataclass
+class OutputParity:
+    max_abs_error: float = 0.0
+    max_rel_error: float = 0.0  # |a - e| / max(|e|, atol): relative where |e| is not tiny
+    passed: bool = True
+    worst_case: str = ""  # runtime, inputs and batch size of the largest violation
+
+
+@dataclass
+class ParityReport:
+    atol: float
+    rtol: float
+    batch_sizes: list[int]
+    inputs: list[str]
+    runtimes: list[str]
+    outputs: dict[str, OutputParity] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs.values())
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+    def failure_message(self) -> str:
+        name, worst = max(((n, o) for n, o in self.outputs.items() if not o.passed),
+                          key=lambda item: item[1].max_abs_error)
+        return (f"parity failed: output {name!r} differs by up to {worst.max_abs_error:.3g} "
+                f"(atol {self.atol:g}, rtol {self.rtol:g}) in {worst.worst_case}")
+
+
+def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
+    """Full ONNX check, standard domains only, a symbolic batch axis on every input and output."""
+    proto = onnx.load(str(proto_or_path)) if isinstance(proto_or_path, (str, Path)) else proto_or_path
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise MtlDeployError(f"the ONNX checker rejects the graph: {str(err).strip().splitlines()[0]}") from None
+    domains = {op.domain for op in proto.opset_import} | {node.domain for node in proto.graph.node}
+    foreign = sorted(domains - set(STANDARD_DOMAINS))
+    if foreign or proto.functions:
+        raise MtlDeployError(f"the graph needs non-standard domains or functions {foreign}; it must use ai.onnx only")
+    for value in [*proto.graph.input, *proto.graph.output]:
+        first = value.type.tensor_type.shape.dim[0]
+        if first.dim_param != BATCH_DIM:
+            raise MtlDeployError(f"{value.name!r} has a fixed first axis ({first.dim_value}); the batch must be dynamic")
+    return proto
+
+
+def onnxruntime_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def graph_runners(path: str | Path, proto: onnx.ModelProto) -> dict[str, Callable[[dict], Outputs]]:
+    """Runtime name -> function(feeds) -> outputs, for each runtime that checks the graph."""
+    session = onnxruntime_session(path)
+    reference = ReferenceEvaluator(proto)
+    names = [o.name for o in proto.graph.output]
+    return {
+        "onnxruntime": lambda feeds: dict(zip(names, session.run(names, feeds))),
+        "onnx.reference": lambda feeds: dict(zip(names, reference.run(names, feeds))),
+    }
+
+
+def random_inputs(model: nn.Module, rows: int, seed: int = 0) -> torch.Tensor:
+    """Rows on the scale the model was trained on: mean + std * N(0, 1) per feature."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((rows, *model.input_shape), generator=gen)
+    normalize = getattr(model, "normalize", None)
+    return x if normalize is None else normalize.mean + normalize.std * x
+
+
+def torch_outputs(model: nn.Module, task_names: list[str]):
+    """numpy in, numpy out: the PyTorch side of a parity check."""
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(x))
+        return {name: outputs[name].numpy() for name in task_names}
+    return run
+
+
+def _tile_rows(rows: np.ndarray, batch: int) -> np.ndarray:
+    repeats = -(-batch // len(rows))
+    return np.concatenate([rows] * repeats)[:batch]
+
+
+def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Callable[[np.ndarray], Outputs],
+                 input_name: str, input_sets: dict[str, np.ndarray], batch_sizes=DEFAULT_BATCH_SIZES,
+                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> ParityReport:
+    """Run every runner on every input set at every batch size and compare with `expected_fn`."""
+    report = ParityReport(atol, rtol, list(batch_sizes), sorted(input_sets), sorted(runners))
+    for kind, rows in input_sets.items():
+        for batch in batch_sizes:
+            x = np.ascontiguousarray(_tile_rows(rows, batch), dtype=np.float32)
+            expected = expected_fn(x)
+            for runtime, run in runners.items():
+                actual = run({input_name: x})
+                for name, want in expected.items():
+                    _record(report.outputs.setdefault(name, OutputParity()), actual[name], want,
+                            atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")
+    return report
+
+
+def _record(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float, where: str):
+    if actual.shape != expected.shape:
+        parity.passed, parity.max_abs_error = False, float("inf")
+        parity.worst_case = f"{where} (shape {actual.shape} vs {expected.shape})"
+        return
+    error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    max_abs = float(error.max(initial=0.0))
+    rel = float((error / np.maximum(np.abs(expected), atol if atol > 0 else 1e-12)).max(initial=0.0))
+    ok = bool(np.all(error <= atol + rtol * np.abs(expected))) and bool(np.isfinite(actual).all())
+    if max_abs >= parity.max_abs_error:
+        parity.worst_case = where
+    parity.max_abs_error = max(parity.max_abs_error, max_abs)
+    parity.max_rel_error = max(parity.max_rel_error, rel)
+    parity.passed = parity.passed and ok

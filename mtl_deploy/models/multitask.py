@@ -1,0 +1,61 @@
+"""The multi-task model: input normalisation, a shared trunk, one named head per task.
+
+`forward(x)` returns `dict[str, Tensor]` (task name -> raw head output: values for
+regression, logits for classification). Normalisation statistics are buffers, so they are
+saved with the weights and baked into every export.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.models.trunks import build_trunk
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with statistics fixed at training time."""
+
+    def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        super().__init__()
+        stat_shape = (input_shape[0], *[1] * (len(input_shape) - 1))  # per feature, or per channel for images
+        self.register_buffer("mean", torch.zeros(stat_shape) if mean is None else mean.reshape(stat_shape).float())
+        self.register_buffer("std", torch.ones(stat_shape) if std is None else std.reshape(stat_shape).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MultiTaskModel(nn.Module):
+    """Hard parameter sharing: every task reads the same trunk features."""
+
+    architecture = "multitask"
+
+    def __init__(self, input_shape: tuple[int, ...], tasks: list[TaskSpec], trunk: dict | None = None):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.tasks = list(tasks)
+        self.normalize = Normalize(self.input_shape)
+        self.trunk = build_trunk(trunk or {"type": "mlp"}, self.input_shape)
+        self.heads = nn.ModuleDict({t.name: nn.Linear(self.trunk.out_features, t.out_dim) for t in self.tasks})
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.normalize.mean.copy_(mean.reshape(self.normalize.mean.shape))
+        self.normalize.std.copy_(std.reshape(self.normalize.std.shape))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.trunk(self.normalize(x))  # (B, hidden) shared by every head
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def config(self) -> dict:
+        return {"architecture": self.architecture, "input_shape": list(self.input_shape),
+                "tasks": [t.to_dict() for t in self.tasks], "trunk": self.trunk.config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MultiTaskModel":
+        return cls(tuple(config["input_shape"]), [TaskSpec.from_dict(t) for t in config["tasks"]], config["trunk"])

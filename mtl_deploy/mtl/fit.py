@@ -1,0 +1,48 @@
+"""From a run configuration to a trained model: load the data, split it, fix the
+normalisation on the training split, build the model, train it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl_deploy.checkpoint import save
+from mtl_deploy.config import RunConfig
+from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
+from mtl_deploy.data.loaders import dataset_from_config
+from mtl_deploy.models.multitask import MultiTaskModel
+from mtl_deploy.mtl.train import TrainResult, train_multitask
+
+SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verification
+
+
+@dataclass
+class Fitted:
+    model: MultiTaskModel
+    result: TrainResult
+    train: MultiTaskDataset
+    val: MultiTaskDataset
+
+
+def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True) -> Fitted:
+    """Train a multi-task model on every task of `data` as `config` says."""
+    train, val = data.split(config.data.val_fraction, config.train.seed)
+    model = MultiTaskModel(data.input_shape, data.tasks, config.model.trunk)
+    model.set_normalization(*normalization_stats(train.x))
+    result = train_multitask(model, train, val, config.train, progress)
+    return Fitted(model, result, train, val)
+
+
+def fit(config: RunConfig, progress: bool = True) -> Fitted:
+    return fit_dataset(dataset_from_config(config.data), config, progress)
+
+
+def train(config: RunConfig, out_dir: str | Path, progress: bool = True) -> Fitted:
+    """Train as `config` says and write the checkpoint to `out_dir` (atomically, at the end:
+    an interrupted run leaves any previous checkpoint there untouched)."""
+    fitted = fit(config, progress)
+    result = fitted.result
+    save(fitted.model, out_dir, sample_inputs=fitted.val.x[:SAMPLE_ROWS], config=config.to_dict(),
+         val_metrics=result.val_metrics, val_loss=result.val_loss, best_epoch=result.best_epoch,
+         epochs_run=result.epochs_run, rows={"train": len(fitted.train), "val": len(fitted.val)})
+    return fitted

@@ -1,0 +1,1 @@
+"""Shipped run configurations (`mtl-deploy train --preset NAME`), in the format users write."""

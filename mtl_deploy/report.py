@@ -1,0 +1,39 @@
+"""Plain-text tables for what the commands print: parity reports, metrics, latency."""
+
+from __future__ import annotations
+
+from mtl_deploy.export.verify import ParityReport
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A left-aligned text table; floats are printed with 4 significant digits."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def parity_table(report: ParityReport) -> str:
+    rows = [[name, o.max_abs_error, o.max_rel_error, "pass" if o.passed else "FAIL"]
+            for name, o in report.outputs.items()]
+    head = (f"parity vs PyTorch in {', '.join(report.runtimes)}; batches {report.batch_sizes}; "
+            f"{' + '.join(report.inputs)} inputs; atol {report.atol:g}, rtol {report.rtol:g}")
+    return head + "\n" + table(["output", "max abs err", "max rel err", "result"], rows)
+
+
+def latency_table(rows: list[dict]) -> str:
+    body = [[r["batch"], r["onnxruntime_ms"], r["pytorch_ms"], r["pytorch_ms"] / r["onnxruntime_ms"]] for r in rows]
+    return table(["batch", "onnxruntime ms", "pytorch eager ms", "speed-up"], body)
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    rows = [[task, ", ".join(f"{k} {v:.4g}" for k, v in values.items())] for task, values in metrics.items()]
+    return table(["task", "validation metrics"], rows)
