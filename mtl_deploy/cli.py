@@ -68,6 +68,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 20,
     atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity proof.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative tolerance of the parity proof.")] = 1e-4,
+    data: Annotated[Optional[Path], typer.Option(help="Real input rows (.npz with x, or .csv) to prove parity on.")] = None,
 ):
     """Export a checkpoint and prove parity in ONNX Runtime; exit 1 (nothing written) on a mismatch.
 
@@ -77,7 +78,7 @@ def export(
     from mtl_deploy.report import parity_table
 
     with user_errors():
-        report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol)
+        report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data)
         typer.echo(parity_table(report.parity))
         typer.echo(f"export: {out}")
 

@@ -15,7 +15,7 @@ from mtl_deploy.export.exporter import MODEL_FILE, ExportReport, export
 from mtl_deploy.export.latency import serving_latency
 from mtl_deploy.mtl.fit import fit_dataset, train
 from mtl_deploy.mtl.metrics import PRIMARY, is_better
-from mtl_deploy.mtl.train import evaluate
+from mtl_deploy.mtl.joint import evaluate
 from mtl_deploy.report import latency_table, parity_table, table
 
 HOLDOUT_ROWS = 2000

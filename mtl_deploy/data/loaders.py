@@ -76,6 +76,24 @@ def load_npz(path: str | Path, tasks: list[TaskSpec], input_key: str = "x") -> M
     return MultiTaskDataset(x, targets, tasks)
 
 
+def load_inputs(path: str | Path, input_shape: tuple[int, ...], task_names: list[str]) -> torch.Tensor:
+    """Input rows only, from an `.npz` (array `x`) or a CSV (every column that is not a
+    task), checked against the model's `input_shape`."""
+    path = _existing_file(path)
+    if path.suffix == ".npz":
+        x = load_npz(path, [], input_key="x").x
+    elif path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        x = load_csv(path, [], [h.strip() for h in header if h.strip() not in task_names]).x
+    else:
+        raise InputError(f"{path}: unknown data file type {path.suffix!r}; use .npz or .csv")
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise InputError(f"{path} has rows of shape {list(x.shape[1:])} ({x[0].numel()} features); "
+                         f"the model takes {list(input_shape)}")
+    return x
+
+
 def tasks_from_config(entries: list[dict]) -> list[TaskSpec]:
     """Task specs from config entries, naming the entry that is malformed."""
     tasks = []

@@ -21,6 +21,7 @@ from torch import nn
 
 from mtl_deploy import checkpoint
 from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.data.loaders import load_inputs
 from mtl_deploy.errors import InputError
 from mtl_deploy.export.onnx_graph import BATCH_DIM, INPUT_NAME, trace_onnx
 from mtl_deploy.export.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, ParityError, ParityReport,
@@ -61,10 +62,11 @@ def _value_info(value: onnx.ValueInfoProto) -> dict:
 
 def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, batch_sizes=DEFAULT_BATCH_SIZES,
-           sample_inputs: torch.Tensor | None = None) -> ExportReport:
+           sample_inputs: torch.Tensor | str | Path | None = None) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
-    Raises `ParityError` when any output of the graph differs from PyTorch beyond
+    `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
+    by default the rows stored in the checkpoint. Raises `ParityError` when any output of the graph differs from PyTorch beyond
     |a - e| <= atol + rtol * |e| in any runtime, input set or batch size.
     """
     if format not in FORMATS:
@@ -75,11 +77,13 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     if atol < 0 or rtol < 0:
         raise InputError("tolerances must be >= 0")
     model, stored_inputs, source_manifest = _resolve_model(model_or_path)
+    tasks = model.tasks
+    names = [t.name for t in tasks]
+    if isinstance(sample_inputs, (str, Path)):
+        sample_inputs = load_inputs(sample_inputs, model.input_shape, names)
     real = sample_inputs if sample_inputs is not None else stored_inputs
     if real is not None and tuple(real.shape[1:]) != tuple(model.input_shape):
         raise InputError(f"sample inputs have row shape {tuple(real.shape[1:])}, the model takes {model.input_shape}")
-    tasks = model.tasks
-    names = [t.name for t in tasks]
     proto = trace_onnx(model, names, random_inputs(model, 4), opset)
     weights_sha = weights_hash(model)
     essentials = {

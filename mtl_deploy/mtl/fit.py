@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from mtl_deploy.checkpoint import save
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
 from mtl_deploy.data.loaders import dataset_from_config
 from mtl_deploy.models.multitask import MultiTaskModel
-from mtl_deploy.mtl.train import TrainResult, train_multitask
+from mtl_deploy.mtl.joint import TrainResult, train_multitask
 
 SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verification
 
@@ -27,6 +29,7 @@ class Fitted:
 def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True) -> Fitted:
     """Train a multi-task model on every task of `data` as `config` says."""
     train, val = data.split(config.data.val_fraction, config.train.seed)
+    torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
     model = MultiTaskModel(data.input_shape, data.tasks, config.model.trunk)
     model.set_normalization(*normalization_stats(train.x))
     result = train_multitask(model, train, val, config.train, progress)

@@ -1,0 +1,44 @@
+"""The examples run as a user runs them, and an export serves with onnxruntime and numpy
+alone (torch made unimportable)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mtl_deploy.cli import app
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BLOCK_TORCH = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("script, expected", [("quickstart.py", "max abs error vs ONNX Runtime"),
+                                              ("csv_data.py", "'churn': {'accuracy'")])
+def test_example_runs(script, expected, tmp_path):
+    assert expected in run(EXAMPLES / script, tmp_path)
+
+
+def test_demo_leaves_a_checkpoint_and_an_export_served_without_torch(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "related tasks: multi-task better on" in result.output
+    assert "Serving latency" in result.output and "FAIL" not in result.output
+    assert (tmp_path / "checkpoint" / "weights.safetensors").is_file()
+    assert (tmp_path / "export" / "model.onnx").is_file()
+    out = run("-c", BLOCK_TORCH, EXAMPLES / "serve_with_onnxruntime.py", tmp_path / "export", 3)
+    assert "segment    multiclass (3, 4)" in out
+
+
+def test_the_torch_block_really_blocks(tmp_path):
+    script = tmp_path / "uses_torch.py"
+    script.write_text("import torch\n")
+    result = subprocess.run([sys.executable, "-c", BLOCK_TORCH, script], capture_output=True, text=True)
+    assert result.returncode != 0 and "ModuleNotFoundError: import of torch halted" in result.stderr
