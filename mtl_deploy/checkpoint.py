@@ -19,6 +19,7 @@ from torch import nn
 
 from mtl_deploy.atomic import atomic_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.meta import model as _fewshot  # noqa: F401  registers the few-shot architecture
 from mtl_deploy.models.registry import build_model
 from mtl_deploy.version import __version__
 

@@ -38,26 +38,71 @@ def _progress() -> bool:
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="JSON run config (sections data, model, train).")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="JSON run config (sections data, model, train; or meta, model).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")] = Path("checkpoint"),
-    preset: Annotated[Optional[str], typer.Option(help="A shipped config instead of CONFIG, e.g. synthetic-related.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="A shipped config instead of CONFIG, e.g. synthetic-related or sinusoid-maml.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data file (.csv or .npz) overriding data.path.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs (multi-task runs).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(min=1, help="Override meta.iterations (meta-learning runs).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
 ):
-    """Train a multi-task model and write a checkpoint.
+    """Train a multi-task model or meta-train a few-shot model, and write a checkpoint.
 
     Example: mtl-deploy train --preset synthetic-related --out runs/ckpt
     """
     from mtl_deploy.config import resolve_config
-    from mtl_deploy.mtl.fit import train as train_model
-    from mtl_deploy.report import metrics_table
+    from mtl_deploy.report import training_summary
+    from mtl_deploy.training import train_to_checkpoint
 
     with user_errors():
-        overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed}
-        fitted = train_model(resolve_config(config, preset, overrides), out, _progress())
-        typer.echo(metrics_table(fitted.result.val_metrics))
-        typer.echo(f"best epoch {fitted.result.best_epoch} of {fitted.result.epochs_run}; checkpoint: {out}")
+        overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
+                     "meta.iterations": iterations, "meta.seed": seed}
+        fitted = train_to_checkpoint(resolve_config(config, preset, overrides), out, _progress())
+        typer.echo(training_summary(fitted))
+        typer.echo(f"checkpoint: {out}")
+
+
+@app.command()
+def adapt(
+    checkpoint: Annotated[Path, typer.Argument(help="Meta-trained checkpoint directory.")],
+    support: Annotated[Path, typer.Option(help=".npz with arrays x (K, ...) and y (K,) class ids or (K, out) values.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory for the adapted model.")] = Path("adapted"),
+    steps: Annotated[Optional[int], typer.Option(min=0, help="Adaptation steps (default: the model's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Inner learning rate (default: the model's).")] = None,
+):
+    """Adapt a meta-trained model to the task a support set shows; the result exports like any model.
+
+    Example: mtl-deploy adapt runs/maml --support support.npz --out runs/adapted
+    """
+    from mtl_deploy.meta.adapt import adapt_checkpoint
+
+    with user_errors():
+        adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr)
+        typer.echo(f"adapted checkpoint: {out}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Meta-trained checkpoint directory.")],
+    episodes: Annotated[int, typer.Option(help="Held-out episodes (the literature uses 600).")] = 600,
+    steps: Annotated[str, typer.Option(help="Comma-separated adaptation step counts.")] = "0,1,10",
+    shots: Annotated[Optional[int], typer.Option(help="Shots per class or task (default: as trained).")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also evaluate the pretrained and from-scratch baselines.")] = True,
+):
+    """Few-shot evaluation on meta-test tasks: mean, 95% CI, median and diverged tasks.
+
+    Example: mtl-deploy evaluate runs/maml --episodes 600 --steps 0,1,10
+    """
+    from mtl_deploy.errors import InputError
+    from mtl_deploy.meta.adapt import evaluate_checkpoint
+    from mtl_deploy.report import evaluation_table
+
+    with user_errors():
+        try:
+            counts = tuple(int(s) for s in steps.split(","))
+        except ValueError:
+            raise InputError(f"--steps takes comma-separated integers like 0,1,10, got {steps!r}") from None
+        typer.echo(evaluation_table(evaluate_checkpoint(checkpoint, episodes, counts, shots, baselines)))
 
 
 @app.command()

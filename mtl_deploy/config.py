@@ -45,16 +45,43 @@ class TrainConfig:
 
 
 @dataclass
+class MetaConfig:
+    """Meta-learning: the algorithm, the few-shot task family and the episode shape, the
+    inner loop (pinned explicitly) and the outer loop."""
+
+    algorithm: str = "maml"  # maml, fomaml, metasgd, anil, reptile, protonet, matching
+    family: str = "sinusoid"  # sinusoid, digits, npz (arrays x, y), image-folder
+    path: str | None = None  # npz file or image folder
+    class_split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train/val/test classes
+    image_size: int = 28
+    ways: int = 5
+    shots: int = 10
+    queries: int = 10
+    meta_batch: int = 25  # tasks per outer step
+    inner_steps: int = 1  # adaptation steps while meta-training
+    inner_lr: float = 0.01
+    adapt_steps: int = 10  # default steps of adapt() and the adapted model
+    outer_lr: float = 1e-3
+    iterations: int = 10000
+    val_every: int = 500
+    val_tasks: int = 200
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
+    """A multi-task run uses data/model/train; a meta-learning run uses meta/model."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    meta: MetaConfig | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "meta": MetaConfig}
 
 
 def preset_names() -> list[str]:
@@ -79,7 +106,11 @@ def config_from_dict(data: dict, label: str = "config") -> RunConfig:
         raise InputError(f"{label}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
     sections = {}
     for name, cls in SECTIONS.items():
+        if name == "meta" and name not in data:
+            continue  # no [meta] section: a multi-task run
         values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise InputError(f"{label}: section [{name}] must be a JSON object")
         allowed = {f.name for f in dataclasses.fields(cls)}
         extra = sorted(set(values) - allowed)
         if extra:
@@ -91,7 +122,8 @@ def config_from_dict(data: dict, label: str = "config") -> RunConfig:
 def resolve_config(config_path: str | Path | None = None, preset: str | None = None,
                    overrides: dict[str, Any] | None = None) -> RunConfig:
     """File (or preset) first, then `overrides` of the form {"train.seed": 3}; None values
-    in `overrides` mean "flag not given" and leave the file's value."""
+    in `overrides` mean "flag not given" and leave the file's value; overrides of a
+    section the run does not have (meta.* in a multi-task run) are ignored."""
     if (config_path is None) == (preset is None):
         raise InputError("give either a CONFIG file or --preset NAME (one of: " + ", ".join(preset_names()) + ")")
     if preset is not None:
@@ -110,5 +142,6 @@ def resolve_config(config_path: str | Path | None = None, preset: str | None = N
         if value is None:
             continue
         section, attr = key.split(".")
-        setattr(getattr(config, section), attr, value)
+        if getattr(config, section) is not None:
+            setattr(getattr(config, section), attr, value)
     return config

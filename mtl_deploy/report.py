@@ -37,3 +37,17 @@ def latency_table(rows: list[dict]) -> str:
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     rows = [[task, ", ".join(f"{k} {v:.4g}" for k, v in values.items())] for task, values in metrics.items()]
     return table(["task", "validation metrics"], rows)
+
+
+def training_summary(fitted) -> str:
+    """What `train` prints: validation metrics (multi-task) or validation loss (meta)."""
+    if hasattr(fitted, "result"):
+        result = fitted.result
+        return metrics_table(result.val_metrics) + f"\nbest epoch {result.best_epoch} of {result.epochs_run}"
+    return (f"best meta-validation query loss {fitted.val_loss:.4g} at step {fitted.best_iteration}; "
+            f"meta-training took {fitted.seconds:.1f} s")
+
+
+def evaluation_table(rows) -> str:
+    body = [[r.method, r.steps, r.metric, r.mean, r.ci95, r.median, r.diverged, r.episodes] for r in rows]
+    return table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes"], body)

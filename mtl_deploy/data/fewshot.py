@@ -1,0 +1,144 @@
+"""Built-in and user few-shot task families, each split into meta-train, meta-validation
+and meta-test samplers: the MAML paper's sinusoid regression, handwritten digits shipped
+with scikit-learn, a user's `.npz` (x, y) and an image folder (one sub-folder per class)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtl_deploy.data.episodes import ClassEpisodes, Episodes, split_classes
+from mtl_deploy.data.loaders import load_npz
+from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.errors import InputError
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class SinusoidTasks:
+    """y = A sin(x - φ), A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[-5, 5] (Finn et al., 2017)."""
+
+    input_shape = (1,)
+
+    def __init__(self, shots: int, queries: int):
+        self.shots, self.queries = shots, queries
+
+    def sample(self, tasks: int, generator: torch.Generator) -> Episodes:
+        amplitude = 0.1 + 4.9 * torch.rand(tasks, 1, 1, generator=generator)
+        phase = math.pi * torch.rand(tasks, 1, 1, generator=generator)
+        x = 10 * torch.rand(tasks, self.shots + self.queries, 1, generator=generator) - 5  # (T, K + Q, 1)
+        y = amplitude * torch.sin(x - phase)
+        return Episodes(x[:, :self.shots], y[:, :self.shots], x[:, self.shots:], y[:, self.shots:])
+
+
+@dataclass
+class ClassSampler:
+    """A class split with the episode shape fixed: `sample(tasks, generator)`."""
+
+    episodes: ClassEpisodes
+    ways: int
+    shots: int
+    queries: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.episodes.input_shape
+
+    def sample(self, tasks: int, generator: torch.Generator) -> Episodes:
+        return self.episodes.sample(tasks, self.ways, self.shots, self.queries, generator)
+
+
+@dataclass
+class FewShotFamily:
+    task: TaskSpec  # what the adapted model predicts
+    samplers: dict[str, object]  # split name -> sampler with .sample(tasks, generator)
+    input_shape: tuple[int, ...]
+    train_rows: torch.Tensor | None  # meta-train inputs, for normalisation statistics
+
+
+def digits_family(ways: int, shots: int, queries: int) -> FewShotFamily:
+    """scikit-learn's 8x8 digits. Meta-train on digits 0-4, each in four rotations (20
+    classes); meta-validate on a held-out fifth of those classes' images; meta-test on the
+    unseen digits 5-9 (upright)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8)
+    labels = torch.tensor(digits.target)
+    seen = labels < 5
+    rotated = torch.cat([torch.rot90(images[seen], k, dims=(2, 3)) for k in range(4)])
+    rotated_labels = torch.cat([labels[seen] + 10 * k for k in range(4)])  # class = digit + 10 * quarter turns
+    held_out = torch.rand(len(rotated), generator=torch.Generator().manual_seed(0)) < 0.2
+    train = ClassEpisodes(rotated[~held_out], rotated_labels[~held_out])
+    val = ClassEpisodes(rotated[held_out], rotated_labels[held_out])
+    test = ClassEpisodes(images[~seen], labels[~seen])
+    samplers = {name: ClassSampler(s, ways, shots, queries) for name, s in zip(SPLITS, (train, val, test))}
+    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, (1, 8, 8), train.x)
+
+
+def labelled_family(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, queries: int,
+                    split: tuple[float, float, float], seed: int) -> FewShotFamily:
+    """Any labelled rows, split by class into disjoint meta-train / -val / -test sets."""
+    if not torch.equal(y, y.round()):
+        raise InputError("class labels must be whole numbers")
+    y = y.to(torch.int64)
+    parts = split_classes(sorted(set(y.tolist())), split, seed)
+    for name, classes in zip(SPLITS, parts):
+        if len(classes) < ways:
+            raise InputError(f"the {name} split has {len(classes)} classes, fewer than {ways} ways; "
+                             "use fewer ways, more classes or another split")
+    samplers = {name: ClassSampler(ClassEpisodes(x, y, classes), ways, shots, queries)
+                for name, classes in zip(SPLITS, parts)}
+    train_rows = x[torch.isin(y, torch.tensor(parts[0]))]
+    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, tuple(x.shape[1:]), train_rows)
+
+
+def load_image_folder(path: str | Path, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grayscale images resized to image_size², one sub-folder per class (sorted names)."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"image folder {str(root)!r} does not exist; give a folder with one sub-folder per class")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise InputError(f"{root} has no class sub-folders")
+    images, labels = [], []
+    for label, folder in enumerate(folders):
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(file) as image:
+                    pixels = np.asarray(image.convert("L").resize((image_size, image_size)), dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as err:
+                raise InputError(f"{file} is not a readable image ({err})") from None
+            images.append(torch.from_numpy(pixels / 255.0))
+            labels.append(label)
+    if not images:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    return torch.stack(images).unsqueeze(1), torch.tensor(labels)
+
+
+def fewshot_family(family: str, ways: int, shots: int, queries: int, path: str | None = None,
+                   split: tuple[float, float, float] = (0.6, 0.2, 0.2), image_size: int = 28,
+                   seed: int = 0) -> FewShotFamily:
+    """The family a meta-learning config names."""
+    if shots < 1 or queries < 1 or ways < 2:
+        raise InputError(f"episodes need ways >= 2, shots >= 1 and queries >= 1; got {ways}, {shots}, {queries}")
+    if family == "sinusoid":
+        tasks = SinusoidTasks(shots, queries)
+        return FewShotFamily(TaskSpec("y", "regression"), {s: tasks for s in SPLITS}, (1,), None)
+    if family == "digits":
+        return digits_family(ways, shots, queries)
+    if family in ("npz", "image-folder") and not path:
+        raise InputError(f"family {family!r} needs meta.path")
+    if family == "npz":
+        data = load_npz(path, [TaskSpec("y", "regression")])
+        return labelled_family(data.x, data.targets["y"].flatten(), ways, shots, queries, split, seed)
+    if family == "image-folder":
+        return labelled_family(*load_image_folder(path, image_size), ways, shots, queries, split, seed)
+    raise InputError(f"unknown few-shot family {family!r}; use sinusoid, digits, npz or image-folder")

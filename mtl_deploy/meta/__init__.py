@@ -1,0 +1,1 @@
+"""Meta-learning: few-shot models, MAML-family, Reptile and metric algorithms, meta-training, evaluation and adaptation."""

@@ -1,0 +1,132 @@
+"""Few-shot evaluation as the literature reports it: over many held-out episodes, the mean
+query metric with its 95% confidence interval after 0, 1 and 10 adaptation steps, the
+median, and the number of diverged tasks; beside it, a model pretrained on the pooled
+meta-training tasks then fine-tuned, and a model trained from scratch on the support set."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mtl_deploy.config import MetaConfig
+from mtl_deploy.data.episodes import Episodes
+from mtl_deploy.data.fewshot import FewShotFamily
+from mtl_deploy.meta.gradient_based import adapt_params, predict_with
+from mtl_deploy.meta.learners import GradientLearner, make_learner
+from mtl_deploy.meta.metric import metric_logits
+from mtl_deploy.meta.model import FewShotModel
+
+DIVERGED = 1e6  # a query loss above this (or non-finite) counts as a diverged task
+SCRATCH_STEPS = 100
+
+
+@dataclass
+class EvalRow:
+    method: str
+    steps: str
+    metric: str
+    mean: float
+    ci95: float
+    median: float
+    diverged: int
+    episodes: int
+
+
+def summarize(method: str, steps: str, metric: str, values: torch.Tensor, losses: torch.Tensor) -> EvalRow:
+    diverged = ~torch.isfinite(losses) | (losses > DIVERGED)
+    kept = values[~diverged].double()
+    n = len(kept)
+    std = float(kept.std()) if n > 1 else 0.0
+    return EvalRow(method, steps, metric, float(kept.mean()) if n else math.nan, 1.96 * std / math.sqrt(max(n, 1)),
+                   float(kept.median()) if n else math.nan, int(diverged.sum()), len(values))
+
+
+def per_task_scores(model: FewShotModel, outputs: torch.Tensor, targets: torch.Tensor):
+    """(metric values, losses) per task: MSE for regression, accuracy for classification."""
+    if model.task.kind == "regression":
+        mse = (outputs - targets).pow(2).mean(dim=(1, 2))
+        return mse, mse
+    t, q, c = outputs.shape
+    losses = F.cross_entropy(outputs.reshape(t * q, c), targets.reshape(-1), reduction="none").view(t, q).mean(1)
+    return (outputs.argmax(-1) == targets).float().mean(1), losses
+
+
+@torch.no_grad()
+def evaluate_adapted(method: str, model: FewShotModel, episodes: Episodes, steps: tuple[int, ...], lr: float,
+                     head_only: bool) -> list[EvalRow]:
+    """Rows for a gradient-adapted model at each step count, all episodes batched."""
+    metric = "mse" if model.task.kind == "regression" else "accuracy"
+    rows = []
+    for count in steps:
+        params = adapt_params(model, episodes.support_x, episodes.support_y, steps=count, lr=lr, order=1,
+                              head_only=head_only)
+        outputs = predict_with(model, params, episodes.query_x, head_only)
+        rows.append(summarize(method, str(count), metric, *per_task_scores(model, outputs, episodes.query_y)))
+    return rows
+
+
+def fresh_like(model: FewShotModel) -> FewShotModel:
+    """A randomly initialised linear-head model of the same architecture and normalisation."""
+    fresh = FewShotModel.from_config({**model.config(), "head": "linear", "learned_lr": False})
+    fresh.set_normalization(model.normalize.mean, model.normalize.std)
+    return fresh
+
+
+def pretrained_baseline(family: FewShotFamily, like: FewShotModel, meta: MetaConfig, iterations: int) -> FewShotModel:
+    """The MAML paper's baseline: one network trained on the pooled meta-training tasks
+    (regression: all tasks' points together; classification: all training classes as one
+    classifier, whose head is then replaced by a zero N-way head)."""
+    torch.manual_seed(meta.seed)
+    model = fresh_like(like)
+    sampler = family.samplers["train"]
+    generator = torch.Generator().manual_seed(meta.seed + 7)
+    if model.task.kind == "regression":
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(iterations):
+            batch = sampler.sample(meta.meta_batch, generator)
+            x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)
+            y = torch.cat([batch.support_y, batch.query_y], 1).flatten(0, 1)
+            optimizer.zero_grad()
+            F.mse_loss(model(x)[model.task.name], y).backward()
+            optimizer.step()
+        return model.eval()
+    pooled = sampler.episodes
+    classifier = torch.nn.Linear(model.trunk.out_features, len(pooled.classes))
+    labels = torch.empty(len(pooled.x), dtype=torch.int64)
+    for index, rows in enumerate(pooled.rows.values()):
+        labels[rows] = index
+    optimizer = torch.optim.Adam([*model.parameters(), *classifier.parameters()], lr=1e-3)
+    for _ in range(iterations):
+        rows = torch.randint(len(pooled.x), (64,), generator=generator)
+        optimizer.zero_grad()
+        F.cross_entropy(classifier(model.embed(pooled.x[rows])), labels[rows]).backward()
+        optimizer.step()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    return model.eval()
+
+
+def evaluate_fewshot(model: FewShotModel, family: FewShotFamily, meta: MetaConfig, episodes: int = 600,
+                     steps: tuple[int, ...] = (0, 1, 10), seed: int = 1234, baselines: bool = True,
+                     pretrain_iterations: int = 2000) -> list[EvalRow]:
+    """Evaluation table on `episodes` meta-test tasks (the same tasks for every method)."""
+    test = family.samplers["test"].sample(episodes, torch.Generator().manual_seed(seed))
+    learner = make_learner(meta)
+    model = model.eval()
+    if isinstance(learner, GradientLearner):
+        rows = evaluate_adapted(meta.algorithm, model, test, steps, meta.inner_lr, learner.head_only)
+    else:
+        with torch.no_grad():
+            logits = metric_logits(model, meta.algorithm, test)
+        rows = [summarize(meta.algorithm, "-", "accuracy", *per_task_scores(model, logits, test.query_y))]
+    if baselines:
+        torch.manual_seed(seed)
+        head_only = model.task.kind != "regression"
+        pretrained = pretrained_baseline(family, model, meta, pretrain_iterations)
+        rows += evaluate_adapted("pretrained", pretrained, test, steps, meta.inner_lr, head_only)
+        rows += evaluate_adapted("scratch", fresh_like(model).eval(), test, (SCRATCH_STEPS,), meta.inner_lr, False)
+    return rows

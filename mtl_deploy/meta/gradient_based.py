@@ -1,0 +1,107 @@
+"""The functional core of the gradient-based learners: MAML (second order), first-order
+MAML, Meta-SGD, ANIL and Reptile all adapt with `mtl_deploy.ops.inner_loop`, batched over
+the tasks of a meta-batch.
+
+What is adapted follows `FewShotModel.adapted_parameters`: the whole network when it is an
+MLP (the fused kernel runs it), the linear head alone otherwise or for ANIL (trunk features
+are computed once per task and the head adapts on them).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from mtl_deploy import ops
+from mtl_deploy.data.episodes import Episodes
+from mtl_deploy.errors import InputError
+from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.trunks import MLPTrunk
+from mtl_deploy.ops.reference import mlp_forward
+
+
+def adapts_whole_network(model: FewShotModel, head_only: bool) -> bool:
+    return not head_only and isinstance(model.trunk, MLPTrunk) and len(model.adapted_parameters()) > 2
+
+
+def _loss_name(model: FewShotModel) -> str:
+    return "mse" if model.task.kind == "regression" else "cross_entropy"
+
+
+def _activation(model: FewShotModel) -> str:
+    activation = getattr(model.trunk, "activation", "relu")
+    if activation not in ("relu", "tanh"):
+        raise InputError(f"the inner loop supports relu and tanh MLPs, not {activation!r}; change model.trunk.activation")
+    return activation
+
+
+def inner_inputs(model: FewShotModel, x: torch.Tensor, head_only: bool) -> torch.Tensor:
+    """(T, K, *input_shape) -> what the adapted layers see: normalised flat inputs for a
+    whole MLP, trunk features for a head (computed once, shared by every step)."""
+    t, k = x.shape[:2]
+    flat = x.reshape(t * k, *x.shape[2:])
+    if adapts_whole_network(model, head_only):
+        return model.normalize(flat).reshape(t, k, -1)  # (T, K, D)
+    return model.embed(flat).reshape(t, k, -1)  # (T, K, F)
+
+
+def adapted_layers(model: FewShotModel, head_only: bool) -> list[torch.nn.Parameter]:
+    params = model.adapted_parameters()
+    return params[-2:] if head_only else params
+
+
+def adapt_params(model: FewShotModel, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,
+                 lr: float, order: int, head_only: bool = False) -> list[torch.Tensor]:
+    """Adapted layer parameters per task, each (T, *p.shape). Meta-SGD models use their
+    learned per-element learning rates instead of `lr`."""
+    params = adapted_layers(model, head_only)
+    rates = lr if model.inner_lrs is None else list(model.inner_lrs)[-len(params):]
+    activation = _activation(model) if adapts_whole_network(model, head_only) else "relu"
+    return ops.inner_loop(params, inner_inputs(model, support_x, head_only), support_y, steps=steps, lr=rates,
+                          loss=_loss_name(model), activation=activation, order=order)
+
+
+def predict_with(model: FewShotModel, params: list[torch.Tensor], x: torch.Tensor, head_only: bool = False):
+    """Outputs (T, Q, out) of each task's adapted parameters on its inputs x (T, Q, ...)."""
+    features = inner_inputs(model, x, head_only)
+    activation = _activation(model) if adapts_whole_network(model, head_only) else "relu"
+    return mlp_forward(params, features, activation)
+
+
+def task_losses(model: FewShotModel, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(T,) each task's mean query loss."""
+    if model.task.kind == "regression":
+        return (outputs - targets).pow(2).mean(dim=(1, 2))
+    t, q, c = outputs.shape
+    return F.cross_entropy(outputs.reshape(t * q, c), targets.reshape(t * q), reduction="none").view(t, q).mean(1)
+
+
+def maml_loss(model: FewShotModel, episodes: Episodes, *, steps: int, lr: float, order: int,
+              head_only: bool = False) -> torch.Tensor:
+    """Mean query loss after adaptation: its gradient is the (first- or second-order) MAML
+    meta-gradient, for Meta-SGD also with respect to the learning rates."""
+    params = adapt_params(model, episodes.support_x, episodes.support_y, steps=steps, lr=lr, order=order,
+                          head_only=head_only)
+    return task_losses(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y).mean()
+
+
+@torch.no_grad()
+def reptile_direction(model: FewShotModel, episodes: Episodes, *, steps: int, lr: float) -> list[torch.Tensor]:
+    """Reptile's update direction θ − mean_tasks(θ̃), with θ̃ adapted on support and query
+    together; fed to the outer optimiser as if it were a gradient."""
+    x = torch.cat([episodes.support_x, episodes.query_x], dim=1)
+    y = torch.cat([episodes.support_y, episodes.query_y], dim=1)
+    adapted = adapt_params(model, x, y, steps=steps, lr=lr, order=1)
+    return [p - a.mean(0) for p, a in zip(model.adapted_parameters(), adapted)]
+
+
+def with_adapted_weights(model: FewShotModel, params: list[torch.Tensor], head_only: bool = False) -> FewShotModel:
+    """A copy of `model` with one task's adapted parameters (each (1, *p.shape)) baked in."""
+    adapted = copy.deepcopy(model)
+    adapted.inner_lrs = None
+    with torch.no_grad():
+        for target, value in zip(adapted_layers(adapted, head_only), params):
+            target.copy_(value[0])
+    return adapted.eval()
