@@ -15,6 +15,7 @@ import typer
 
 from mtl_deploy.errors import MtlDeployError
 
+EXPORT_EXTRA = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train multi-task models, export them to ONNX with proved parity, verify and inspect them.")
 
@@ -27,6 +28,12 @@ def user_errors():
     except MtlDeployError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code) from None
+    except ModuleNotFoundError as err:
+        if err.name not in EXPORT_EXTRA:
+            raise
+        typer.echo(f"error: {err.name} is not installed; install the export extra: pip install 'mtl-deploy[export]'",
+                   err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: nothing was written; any previous artifact is intact", err=True)
         raise typer.Exit(130) from None
@@ -50,11 +57,10 @@ def train(
 
     Example: mtl-deploy train --preset synthetic-related --out runs/ckpt
     """
-    from mtl_deploy.config import resolve_config
-    from mtl_deploy.report import training_summary
-    from mtl_deploy.training import train_to_checkpoint
-
     with user_errors():
+        from mtl_deploy.config import resolve_config
+        from mtl_deploy.report import training_summary
+        from mtl_deploy.training import train_to_checkpoint
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
                      "meta.iterations": iterations, "meta.seed": seed}
         fitted = train_to_checkpoint(resolve_config(config, preset, overrides), out, _progress())
@@ -74,9 +80,8 @@ def adapt(
 
     Example: mtl-deploy adapt runs/maml --support support.npz --out runs/adapted
     """
-    from mtl_deploy.meta.adapt import adapt_checkpoint
-
     with user_errors():
+        from mtl_deploy.meta.adapt import adapt_checkpoint
         adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr)
         typer.echo(f"adapted checkpoint: {out}")
 
@@ -93,11 +98,11 @@ def evaluate(
 
     Example: mtl-deploy evaluate runs/maml --episodes 600 --steps 0,1,10
     """
-    from mtl_deploy.errors import InputError
-    from mtl_deploy.meta.adapt import evaluate_checkpoint
-    from mtl_deploy.report import evaluation_table
-
     with user_errors():
+        from mtl_deploy.errors import InputError
+        from mtl_deploy.meta.adapt import evaluate_checkpoint
+        from mtl_deploy.report import evaluation_table
+
         try:
             counts = tuple(int(s) for s in steps.split(","))
         except ValueError:
@@ -119,10 +124,9 @@ def export(
 
     Example: mtl-deploy export runs/ckpt --format onnx --out runs/export
     """
-    from mtl_deploy.export import export as export_model
-    from mtl_deploy.report import parity_table
-
     with user_errors():
+        from mtl_deploy.export import export as export_model
+        from mtl_deploy.report import parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data)
         typer.echo(parity_table(report.parity))
         typer.echo(f"export: {out}")
@@ -139,10 +143,9 @@ def verify(
 
     Example: mtl-deploy verify runs/export --checkpoint runs/ckpt
     """
-    from mtl_deploy.export import verify_export
-    from mtl_deploy.report import parity_table
-
     with user_errors():
+        from mtl_deploy.export import verify_export
+        from mtl_deploy.report import parity_table
         typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol)))
         typer.echo("verified")
 
@@ -153,9 +156,8 @@ def inspect(path: Annotated[Path, typer.Argument(help="Checkpoint or export dire
 
     Example: mtl-deploy inspect runs/export
     """
-    from mtl_deploy.describe import describe
-
     with user_errors():
+        from mtl_deploy.describe import describe
         typer.echo(describe(path))
 
 
@@ -165,7 +167,6 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Directory for the chec
 
     Example: mtl-deploy demo --out demo-out
     """
-    from mtl_deploy.demo import format_summary, run_demo
-
     with user_errors():
+        from mtl_deploy.demo import format_summary, run_demo
         typer.echo(format_summary(run_demo(out, _progress())))

@@ -151,3 +151,11 @@ def test_ctrl_c_during_training_keeps_the_last_checkpoint(tmp_path, monkeypatch)
 @pytest.mark.parametrize("args", [["export"], ["train", "--epochs", "0"], ["nosuchcommand"]])
 def test_usage_errors_exit_2(args):
     assert invoke(*args)[0] == 2
+
+
+def test_missing_export_extra_is_named(checkpoint_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    for module in [m for m in __import__("sys").modules if m.startswith("mtl_deploy.export")]:
+        monkeypatch.delitem(__import__("sys").modules, module)
+    code, output = invoke("export", checkpoint_dir, "--out", tmp_path / "e")
+    assert_one_line_error(code, output, 1, "onnxruntime is not installed", "mtl-deploy[export]")

@@ -20,10 +20,13 @@ def run(*args):
     return result.stdout
 
 
-@pytest.mark.parametrize("script, expected", [("quickstart.py", "max abs error vs ONNX Runtime"),
-                                              ("csv_data.py", "'churn': {'accuracy'")])
-def test_example_runs(script, expected, tmp_path):
-    assert expected in run(EXAMPLES / script, tmp_path)
+@pytest.mark.parametrize("script, args, expected", [
+    ("quickstart.py", [], "max abs error vs ONNX Runtime"),
+    ("csv_data.py", [], "'churn': {'accuracy'"),
+    ("few_shot_adaptation.py", [50], "export parity passed: True"),
+])
+def test_example_runs(script, args, expected, tmp_path):
+    assert expected in run(EXAMPLES / script, tmp_path, *args)
 
 
 def test_demo_leaves_a_checkpoint_and_an_export_served_without_torch(tmp_path):
