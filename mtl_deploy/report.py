@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtl_deploy.export.verify import ParityReport
+from mtl_deploy.ops import backend
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -21,7 +21,8 @@ def _cell(value) -> str:
     return str(value)
 
 
-def parity_table(report: ParityReport) -> str:
+def parity_table(report) -> str:
+    """A ParityReport as printed by export and verify."""
     rows = [[name, o.max_abs_error, o.max_rel_error, "pass" if o.passed else "FAIL"]
             for name, o in report.outputs.items()]
     head = (f"parity vs PyTorch in {', '.join(report.runtimes)}; batches {report.batch_sizes}; "
@@ -45,7 +46,7 @@ def training_summary(fitted) -> str:
         result = fitted.result
         return metrics_table(result.val_metrics) + f"\nbest epoch {result.best_epoch} of {result.epochs_run}"
     return (f"best meta-validation query loss {fitted.val_loss:.4g} at step {fitted.best_iteration}; "
-            f"meta-training took {fitted.seconds:.1f} s")
+            f"meta-training took {fitted.seconds:.1f} s (inner loop: {backend()} backend)")
 
 
 def evaluation_table(rows) -> str:

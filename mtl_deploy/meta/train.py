@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mtl_deploy import ops
 from mtl_deploy.checkpoint import save
 from mtl_deploy.config import MetaConfig, RunConfig
 from mtl_deploy.data.dataset import normalization_stats
@@ -96,5 +97,5 @@ def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool =
     sample = fitted.family.samplers["val"].sample(8, torch.Generator().manual_seed(0)).query_x
     save(fitted.model, out_dir, sample_inputs=sample.flatten(0, 1), config=config.to_dict(),
          meta=dataclasses.asdict(config.meta), best_iteration=fitted.best_iteration, val_loss=fitted.val_loss,
-         seconds=round(fitted.seconds, 1), history=fitted.history)
+         seconds=round(fitted.seconds, 1), history=fitted.history, inner_loop_backend=ops.backend())
     return fitted
