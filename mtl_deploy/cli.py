@@ -162,11 +162,14 @@ def inspect(path: Annotated[Path, typer.Argument(help="Checkpoint or export dire
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option("--out", help="Directory for the checkpoint and export.")] = Path("demo-out")):
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the checkpoint and export.")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic tasks and of training.")] = 0,
+):
     """Train, compare with single-task baselines, save, export, prove parity, time serving.
 
     Example: mtl-deploy demo --out demo-out
     """
     with user_errors():
         from mtl_deploy.demo import format_summary, run_demo
-        typer.echo(format_summary(run_demo(out, _progress())))
+        typer.echo(format_summary(run_demo(out, _progress(), seed)))
