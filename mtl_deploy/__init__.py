@@ -1,18 +1,19 @@
 """mtl_deploy: train multi-task and meta-learned PyTorch models, adapt them fast, and
 export them to ONNX with proved parity."""
 
-from mtl_deploy.checkpoint import load, save
-from mtl_deploy.meta.adapt import adapt
+from importlib import import_module
+
 from mtl_deploy.version import __version__
 
-__all__ = ["__version__", "adapt", "export", "load", "save"]
+# Resolved on first use, so that `mtl_deploy.runtime` imports without torch (production
+# installs `mtl-deploy[runtime]` only) and `import mtl_deploy` without the export extra.
+_PUBLIC = {"save": "mtl_deploy.checkpoint", "load": "mtl_deploy.checkpoint",
+           "adapt": "mtl_deploy.meta.adapt", "export": "mtl_deploy.export"}
+
+__all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str):
-    # `export` needs the [export] extra (onnx, onnxruntime); importing it lazily keeps
-    # `import mtl_deploy` working on an install without it.
-    if name == "export":
-        from mtl_deploy.export import export
-
-        return export
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'mtl_deploy' has no attribute {name!r}")

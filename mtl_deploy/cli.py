@@ -151,6 +151,28 @@ def verify(
 
 
 @app.command()
+def predict(
+    export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
+    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional).")],
+    task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write predictions to .npz or .csv instead of printing.")] = None,
+):
+    """Predict with an export in ONNX Runtime (no PyTorch needed).
+
+    Example: mtl-deploy predict runs/export --input rows.csv --output predictions.csv
+    """
+    with user_errors():
+        from mtl_deploy.runtime import predict_file
+
+        predictions = predict_file(export_dir, input, task, output)
+        if output is None:
+            for name, values in predictions.items():
+                typer.echo(f"{name}: {values.tolist()}")
+        else:
+            typer.echo(f"predictions: {output}")
+
+
+@app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="Checkpoint or export directory.")]):
     """Show tasks, inputs, outputs, opset, parameter count and file sizes.
 

@@ -1,0 +1,6 @@
+"""Serving exports with ONNX Runtime and numpy alone (no torch import)."""
+
+from mtl_deploy.runtime.files import predict_file, read_rows, write_predictions
+from mtl_deploy.runtime.predictor import Predictor
+
+__all__ = ["Predictor", "predict_file", "read_rows", "write_predictions"]

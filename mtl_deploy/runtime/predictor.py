@@ -1,0 +1,63 @@
+"""Serve an export directory with ONNX Runtime and numpy only: no torch import anywhere in
+this package, so production installs `mtl-deploy[runtime]` without PyTorch.
+
+The manifest names the input, every output and the task each output belongs to; inputs
+are checked against it before they reach the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from mtl_deploy.errors import InputError
+
+
+class Predictor:
+    """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array."""
+
+    def __init__(self, export_dir: str | Path, threads: int | None = None):
+        export_dir = Path(export_dir)
+        manifest_path = export_dir / "manifest.json"
+        if not manifest_path.is_file():
+            raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
+        self.manifest = json.loads(manifest_path.read_text())
+        options = ort.SessionOptions()
+        # Small graphs gain nothing from many threads; default to the cores, capped at 4.
+        options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(export_dir / self.manifest["artifact"]), options,
+                                            providers=["CPUExecutionProvider"])
+        (self.input,) = self.manifest["inputs"]
+        self.tasks = self.manifest["tasks"]
+
+    @property
+    def row_shape(self) -> list[int]:
+        return self.input["shape"][1:]
+
+    def check(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"inputs must be numeric, got dtype {x.dtype}")
+        if list(x.shape[1:]) != list(self.row_shape) and list(x.shape) == list(self.row_shape):
+            x = x[None]  # one row without its batch axis
+        if list(x.shape[1:]) != list(self.row_shape):
+            raise InputError(f"inputs have rows of shape {list(x.shape[1:])}; this model takes "
+                                    f"{self.row_shape} (input {self.input['name']!r})")
+        if not np.isfinite(x).all():
+            raise InputError("inputs contain NaN or inf; clean them first")
+        return np.ascontiguousarray(x, dtype=self.input["dtype"])
+
+    def predict(self, x, task: str | None = None):
+        if task is not None and task not in self.tasks:
+            raise InputError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")
+        names = [self.tasks[task]["output"]] if task else [o["name"] for o in self.manifest["outputs"]]
+        outputs = dict(zip(names, self.session.run(names, {self.input["name"]: self.check(x)})))
+        if task:
+            return outputs[self.tasks[task]["output"]]
+        return {name: outputs[spec["output"]] for name, spec in self.tasks.items()}
