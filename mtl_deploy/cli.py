@@ -114,10 +114,10 @@ def evaluate(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     out: Annotated[Path, typer.Option("--out", help="Export directory to write.")] = Path("export"),
-    format: Annotated[str, typer.Option("--format", help="Artifact format: onnx.")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx (the model) or adapter (on-device adaptation graph of a meta-learned model).")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 20,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance of the parity proof.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance of the parity proof.")] = 1e-4,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity proof [default: 1e-5, adapter 1e-4].")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Real input rows (.npz with x, or .csv) to prove parity on.")] = None,
 ):
     """Export a checkpoint and prove parity in ONNX Runtime; exit 1 (nothing written) on a mismatch.
@@ -125,7 +125,7 @@ def export(
     Example: mtl-deploy export runs/ckpt --format onnx --out runs/export
     """
     with user_errors():
-        from mtl_deploy.export import export as export_model
+        from mtl_deploy.exporters import export as export_model
         from mtl_deploy.report import parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data)
         typer.echo(parity_table(report.parity))
@@ -144,7 +144,7 @@ def verify(
     Example: mtl-deploy verify runs/export --checkpoint runs/ckpt
     """
     with user_errors():
-        from mtl_deploy.export import verify_export
+        from mtl_deploy.exporters import verify_export
         from mtl_deploy.report import parity_table
         typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol)))
         typer.echo("verified")

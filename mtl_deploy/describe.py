@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mtl_deploy.checkpoint import MANIFEST, read_manifest
 from mtl_deploy.errors import InputError
-from mtl_deploy.export.reverify import read_export_manifest
+from mtl_deploy.exporters.reverify import read_export_manifest
 from mtl_deploy.report import table
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mtl_deploy import checkpoint
 from mtl_deploy.cli import app
-from mtl_deploy.export import exporter
+from mtl_deploy.exporters import exporter
 from mtl_deploy.mtl import joint
 
 runner = CliRunner()

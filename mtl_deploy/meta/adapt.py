@@ -20,7 +20,7 @@ from mtl_deploy.meta.model import FewShotModel
 from mtl_deploy.meta.train import family_of
 
 
-def _fewshot_model(model_or_path) -> FewShotModel:
+def fewshot_model(model_or_path) -> FewShotModel:
     model = model_or_path if isinstance(model_or_path, nn.Module) else checkpoint.load(model_or_path)
     if not isinstance(model, FewShotModel) or not model.adaptation:
         raise InputError("this model was not meta-learned; adapt needs a checkpoint from a meta-learning preset "
@@ -32,7 +32,7 @@ def adapt(model_or_path, support_x, support_y, *, steps: int | None = None, lr: 
           task: str | None = None) -> FewShotModel:
     """Adapt to the task the support set shows. `steps`/`lr` default to the values the
     model was meta-trained for (Meta-SGD models use their learned rates)."""
-    model = _fewshot_model(model_or_path)
+    model = fewshot_model(model_or_path)
     if task is not None and task != model.task.name:
         raise InputError(f"unknown task {task!r}; this model predicts {model.task.name!r}")
     support_x = torch.as_tensor(support_x, dtype=torch.float32)
@@ -77,7 +77,7 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 600, steps: tuple[int,
     """The evaluation table of a meta-trained checkpoint on its family's meta-test tasks,
     with the shots it was trained for or `shots`."""
     source = checkpoint.read(path)
-    model = _fewshot_model(source.model)
+    model = fewshot_model(source.model)
     if episodes < 1 or any(s < 0 for s in steps) or (shots is not None and shots < 1):
         raise InputError("--episodes and --shots must be >= 1 and every --steps value >= 0")
     meta = MetaConfig(**source.manifest["info"]["meta"])

@@ -41,6 +41,10 @@ def family_of(meta: MetaConfig) -> FewShotFamily:
 def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotModel:
     learner = make_learner(config.meta)
     meta = config.meta
+    whole_network = meta.algorithm in ("maml", "fomaml", "metasgd", "reptile")
+    if whole_network and config.model.trunk.get("type", "mlp") != "mlp":
+        raise InputError(f"{meta.algorithm} adapts the whole network, which needs an MLP trunk; "
+                         "use anil, protonet or matching with a conv trunk")
     adaptation = {"algorithm": meta.algorithm, "inner_lr": meta.inner_lr, "adapt_steps": meta.adapt_steps}
     model = FewShotModel(family.input_shape, family.task, config.model.trunk, learner.head,
                          learned_lr=meta.algorithm == "metasgd", adaptation=adaptation)

@@ -17,6 +17,16 @@ import onnxruntime as ort
 from mtl_deploy.errors import InputError
 
 
+def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session with all graph optimisations; small graphs gain nothing from many
+    threads, so the default is the core count capped at 4."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class Predictor:
     """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array."""
 
@@ -26,13 +36,7 @@ class Predictor:
         if not manifest_path.is_file():
             raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
         self.manifest = json.loads(manifest_path.read_text())
-        options = ort.SessionOptions()
-        # Small graphs gain nothing from many threads; default to the cores, capped at 4.
-        options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(export_dir / self.manifest["artifact"]), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = session_for(export_dir / self.manifest["artifact"], threads)
         (self.input,) = self.manifest["inputs"]
         self.tasks = self.manifest["tasks"]
 

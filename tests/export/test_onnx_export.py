@@ -12,7 +12,7 @@ import torch
 import mtl_deploy
 from mtl_deploy.data import DEFAULT_TASKS, synthetic_family
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.export import ParityError, exporter, verify_export
+from mtl_deploy.exporters import ParityError, exporter, verify_export
 from mtl_deploy.models import MultiTaskModel
 
 

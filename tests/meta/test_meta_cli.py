@@ -49,3 +49,12 @@ def test_bad_support_files(tmp_path):
     assert not (tmp_path / "a").exists()
     code, out = invoke("evaluate", tmp_path / "ckpt", "--steps", "one")
     assert code == 2 and "comma-separated integers" in out
+
+
+def test_whole_network_algorithms_need_an_mlp_trunk(tmp_path):
+    import json
+
+    config = {"meta": {"algorithm": "maml", "family": "digits"}, "model": {"trunk": {"type": "conv"}}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    code, out = invoke("train", tmp_path / "c.json", "--out", tmp_path / "o")
+    assert code == 2 and "needs an MLP trunk" in out and not (tmp_path / "o").exists()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtl_deploy.export.verify import onnxruntime_session, random_inputs
+from mtl_deploy.exporters.verify import onnxruntime_session, random_inputs
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 200, warmup: int = 20) -> float:

@@ -11,9 +11,9 @@ import numpy as np
 from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.export.exporter import MANIFEST, MODEL_FILE, weights_hash
-from mtl_deploy.export.onnx_graph import INPUT_NAME
-from mtl_deploy.export.verify import (ParityError, ParityReport, check_graph, graph_runners, prove_parity,
+from mtl_deploy.exporters.exporter import MANIFEST, MODEL_FILE, weights_hash
+from mtl_deploy.exporters.onnx_graph import INPUT_NAME
+from mtl_deploy.exporters.verify import (ParityError, ParityReport, check_graph, graph_runners, prove_parity,
                                       random_inputs, torch_outputs)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -23,22 +22,17 @@ from mtl_deploy import checkpoint
 from mtl_deploy.atomic import atomic_directory, sha256_file
 from mtl_deploy.data.loaders import load_inputs
 from mtl_deploy.errors import InputError
-from mtl_deploy.export.onnx_graph import BATCH_DIM, INPUT_NAME, trace_onnx
-from mtl_deploy.export.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, ParityError, ParityReport,
+from mtl_deploy.exporters.adapter import ADAPTER_ATOL, export_adapter
+from mtl_deploy.exporters.onnx_graph import BATCH_DIM, INPUT_NAME, trace_onnx
+from mtl_deploy.exporters.report import ExportReport
+from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, ParityError,
                                       check_graph, graph_runners, prove_parity, random_inputs, torch_outputs)
 from mtl_deploy.version import __version__
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "adapter")
 DEFAULT_OPSET = 20
 MODEL_FILE, MANIFEST = "model.onnx", "manifest.json"
 EXPORT_FORMAT = "mtl_deploy.export"
-
-
-@dataclass
-class ExportReport:
-    out_dir: Path
-    manifest: dict
-    parity: ParityReport
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -61,21 +55,27 @@ def _value_info(value: onnx.ValueInfoProto) -> dict:
 
 
 def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
-           atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL, batch_sizes=DEFAULT_BATCH_SIZES,
+           atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
            sample_inputs: torch.Tensor | str | Path | None = None) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
+    `format="adapter"`: the on-device adaptation graph of a meta-learned model instead.
+    Tolerances default to atol 1e-5 (1e-4 for adapters) and rtol 1e-4.
     `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
     by default the rows stored in the checkpoint. Raises `ParityError` when any output of the graph differs from PyTorch beyond
     |a - e| <= atol + rtol * |e| in any runtime, input set or batch size.
     """
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
+    atol = (ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL) if atol is None else atol
+    rtol = DEFAULT_RTOL if rtol is None else rtol
     newest = onnx.defs.onnx_opset_version()
     if not 18 <= opset <= newest:
         raise InputError(f"opset {opset} is out of range; use 18 to {newest} (default {DEFAULT_OPSET})")
     if atol < 0 or rtol < 0:
         raise InputError("tolerances must be >= 0")
+    if format == "adapter":
+        return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol)
     model, stored_inputs, source_manifest = _resolve_model(model_or_path)
     tasks = model.tasks
     names = [t.name for t in tasks]

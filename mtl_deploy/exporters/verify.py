@@ -20,7 +20,7 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn
 
 from mtl_deploy.errors import MtlDeployError
-from mtl_deploy.export.onnx_graph import BATCH_DIM, STANDARD_DOMAINS
+from mtl_deploy.exporters.onnx_graph import STANDARD_DOMAINS
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
@@ -63,7 +63,8 @@ class ParityReport:
 
 
 def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
-    """Full ONNX check, standard domains only, a symbolic batch axis on every input and output."""
+    """Full ONNX check, standard domains only, a symbolic first (batch) axis on every input
+    and output."""
     proto = onnx.load(str(proto_or_path)) if isinstance(proto_or_path, (str, Path)) else proto_or_path
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -75,7 +76,7 @@ def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
         raise MtlDeployError(f"the graph needs non-standard domains or functions {foreign}; it must use ai.onnx only")
     for value in [*proto.graph.input, *proto.graph.output]:
         first = value.type.tensor_type.shape.dim[0]
-        if first.dim_param != BATCH_DIM:
+        if not first.dim_param:
             raise MtlDeployError(f"{value.name!r} has a fixed first axis ({first.dim_value}); the batch must be dynamic")
     return proto
 
@@ -132,12 +133,12 @@ def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Cal
             for runtime, run in runners.items():
                 actual = run({input_name: x})
                 for name, want in expected.items():
-                    _record(report.outputs.setdefault(name, OutputParity()), actual[name], want,
+                    record_error(report.outputs.setdefault(name, OutputParity()), actual[name], want,
                             atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")
     return report
 
 
-def _record(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float, where: str):
+def record_error(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float, where: str):
     if actual.shape != expected.shape:
         parity.passed, parity.max_abs_error = False, float("inf")
         parity.worst_case = f"{where} (shape {actual.shape} vs {expected.shape})"

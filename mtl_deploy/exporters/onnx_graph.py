@@ -32,7 +32,7 @@ class TupleOutputs(nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
+def quiet_exporter():
     """The exporter logs optional-dependency notes and internal deprecations that say
     nothing about the user's model; keep the command's output about the model."""
     logger = logging.getLogger("torch.onnx")
@@ -42,6 +42,7 @@ def _quiet_exporter():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="# The axis name")  # shared dynamic axes are fine
             yield
     finally:
         logger.setLevel(level)
@@ -55,7 +56,7 @@ def trace_onnx(model: nn.Module, task_names: list[str], example: torch.Tensor, o
         raise ValueError("export needs an example batch of at least 2 rows, or the batch axis gets fixed to 1")
     wrapper = TupleOutputs(model, task_names).eval()
     try:
-        with _quiet_exporter():
+        with quiet_exporter():
             program = torch.onnx.export(
                 wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                 output_names=list(task_names), dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},), verbose=False,

@@ -1,9 +1,0 @@
-"""Export to ONNX, proof of parity with PyTorch, re-verification and serving latency."""
-
-from mtl_deploy.export.exporter import FORMATS, ExportReport, export, weights_hash
-from mtl_deploy.export.latency import serving_latency
-from mtl_deploy.export.reverify import read_export_manifest, verify_export
-from mtl_deploy.export.verify import ParityError, ParityReport, check_graph, prove_parity
-
-__all__ = ["FORMATS", "ExportReport", "ParityError", "ParityReport", "check_graph", "export", "prove_parity",
-           "read_export_manifest", "serving_latency", "verify_export", "weights_hash"]

@@ -1,0 +1,119 @@
+"""`export(..., format="adapter")`: the on-device adaptation graph of a meta-learned model,
+proved to match `mtl_deploy.adapt` followed by a forward on the query set, in ONNX Runtime
+and the ONNX reference evaluator, for several ways, shots and query sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.exporters.adapter_graph import METRIC, AdapterGraph
+from mtl_deploy.exporters.onnx_graph import quiet_exporter
+from mtl_deploy.exporters.report import ExportReport
+from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph, graph_runners,
+                                      random_inputs, record_error)
+from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.meta.adapt import adapt, fewshot_model
+from mtl_deploy.meta.metric import SUPPORT_BUFFERS
+from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.version import __version__
+
+INPUTS = ("support_x", "support_y", "query_x")
+OUTPUT = "query_pred"
+ADAPTER_ATOL = 1e-4  # unrolled SGD steps accumulate float32 rounding; the contract is 1e-4
+
+
+def _episode(model, ways: int, shots: int, queries: int, seed: int):
+    """Random support/query rows on the training scale; labels as ids and as the graph's
+    support_y matrix (one-hot for classes)."""
+    support_x = random_inputs(model, ways * shots, seed)
+    query_x = random_inputs(model, queries, seed + 1)
+    if model.task.kind == "regression":
+        labels = torch.randn(ways * shots, model.task.out_dim, generator=torch.Generator().manual_seed(seed))
+        return support_x, labels, labels, query_x
+    labels = torch.arange(ways).repeat_interleave(shots)
+    return support_x, labels, torch.nn.functional.one_hot(labels, ways).float(), query_x
+
+
+def _cases(model) -> list[tuple[int, int, int]]:
+    """(ways, shots, queries) to prove parity on; ways vary only where the graph allows."""
+    if model.task.kind == "regression":
+        return [(1, 5, 1), (1, 10, 7), (1, 20, 33)]
+    ways = model.task.out_dim
+    if model.adaptation["algorithm"] in METRIC:
+        return [(2, 1, 1), (ways, 1, 7), (ways, 5, 15), (ways + 3, 3, 10)]
+    return [(ways, 1, 1), (ways, 5, 15), (ways, 3, 8)]
+
+
+def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = None, lr: float | None = None,
+                   opset: int = 20, atol: float = ADAPTER_ATOL, rtol: float = 1e-4) -> ExportReport:
+    """Write `adapter.onnx` + `manifest.json` to `out_dir` once parity is proved."""
+    model = fewshot_model(model_or_path).eval()
+    steps = model.adaptation["adapt_steps"] if steps is None else steps
+    lr = model.adaptation["inner_lr"] if lr is None else lr
+    if steps < 0:
+        raise InputError(f"steps must be >= 0, got {steps}")
+    graph = AdapterGraph(model, steps, lr).eval()
+    metric = model.adaptation["algorithm"] in METRIC
+    dims = {"support": torch.export.Dim("support"), "query": torch.export.Dim("query")}
+    support_y_axes = {0: dims["support"], 1: torch.export.Dim("ways")} if metric else {0: dims["support"]}
+    example = _episode(model, max(2, model.task.out_dim if not metric else 3), 2, 3, seed=0)
+    example_inputs = (example[0], example[2], example[3])
+    try:
+        with quiet_exporter():
+            program = torch.onnx.export(graph, example_inputs, dynamo=True, opset_version=opset,
+                                        input_names=list(INPUTS), output_names=[OUTPUT], verbose=False,
+                                        dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]}))
+    except Exception as err:  # the exporter raises many types; the user needs the first line
+        raise MtlDeployError(f"adapter export failed: {str(err).strip().splitlines()[0]}") from err
+    proto = program.model_proto
+    proto.producer_name, proto.producer_version = "mtl_deploy", __version__
+    with atomic_directory(out_dir) as staging:
+        path = staging / "adapter.onnx"
+        onnx.save_model(proto, path, save_as_external_data=False)
+        check_graph(path)
+        runners = graph_runners(path, proto)
+        report = ParityReport(atol, rtol, [], ["random"], sorted(runners), {OUTPUT: OutputParity()})
+        for seed, (ways, shots, queries) in enumerate(_cases(model), start=1):
+            support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed)
+            adapted = adapt(_with_ways(model, ways) if metric else model, support_x, labels, steps=steps, lr=lr)
+            with torch.no_grad():
+                want = adapted(query_x)[model.task.name].numpy()
+            feeds = {"support_x": support_x.numpy(), "support_y": support_y.numpy(), "query_x": query_x.numpy()}
+            for runtime, run in runners.items():
+                record_error(report.outputs[OUTPUT], run(feeds)[OUTPUT], want, atol, rtol,
+                             f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
+            report.batch_sizes.append(queries)
+        if not report.passed:
+            raise ParityError(report.failure_message() + "; no export was written")
+        manifest = {
+            "format": "mtl_deploy.adapter", "library_version": __version__, "artifact": path.name, "opset": opset,
+            "algorithm": model.adaptation["algorithm"], "steps": steps, "lr": lr,
+            "inputs": [{"name": "support_x", "shape": ["support", *model.input_shape], "dtype": "float32"},
+                       {"name": "support_y", "dtype": "float32",
+                        "shape": ["support", "ways" if metric else model.task.out_dim],
+                        "encoding": "values" if model.task.kind == "regression" else "one-hot"},
+                       {"name": "query_x", "shape": ["query", *model.input_shape], "dtype": "float32"}],
+            "outputs": [{"name": OUTPUT, "shape": ["query", "ways" if metric else model.task.out_dim],
+                         "dtype": "float32", "values": "values" if model.task.kind == "regression" else "logits"}],
+            "task": model.task.to_dict(), "model_sha256": sha256_file(path),
+            "torch_version": torch.__version__, "onnx_version": onnx.__version__,
+            "onnxruntime_version": onnxruntime.__version__, "parity": report.to_dict(),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportReport(Path(out_dir), manifest, report)
+
+
+def _with_ways(model: FewShotModel, ways: int) -> FewShotModel:
+    """The same metric model as a `ways`-way one (a metric head has no weights to resize)."""
+    task = TaskSpec(model.task.name, "multiclass", ways).to_dict()
+    twin = FewShotModel.from_config({**model.config(), "tasks": [task]})
+    twin.load_state_dict({k: v for k, v in model.state_dict().items() if k not in SUPPORT_BUFFERS}, strict=False)
+    return twin.eval()

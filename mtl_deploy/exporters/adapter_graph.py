@@ -1,0 +1,96 @@
+"""The adaptation itself as a traceable module, for on-device few-shot learning in plain
+ONNX Runtime: `forward(support_x, support_y, query_x) -> query_pred`.
+
+Nothing here calls autograd or a custom op: the SGD steps of MAML / Meta-SGD / ANIL /
+Reptile are unrolled with every layer's gradient written out, and ProtoNet / Matching
+Network adaptation is a matmul against the support set. `support_y` is a matrix: one-hot
+rows (S, ways) for classification, target values (S, out) for regression; for metric
+learners the number of ways is a dynamic axis.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_deploy.meta.gradient_based import adapts_whole_network
+from mtl_deploy.meta.model import FewShotModel, matching_log_probs, squared_distances
+
+METRIC = ("protonet", "matching")
+
+
+def loss_gradient(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """d(mean loss)/d(output) for (S, C) outputs: MSE over every element, or softmax
+    cross-entropy against one-hot rows averaged over the S examples."""
+    if kind == "regression":
+        return 2.0 * (output - target) / output.numel()
+    return (torch.softmax(output, dim=1) - target) / output.shape[0]
+
+
+def sgd_steps(params: list[torch.Tensor], rates: list, x: torch.Tensor, target: torch.Tensor, steps: int,
+              activation: str, kind: str) -> list[torch.Tensor]:
+    """`steps` SGD steps of an MLP [W1, b1, ...] (activation between layers) on (x, target),
+    with the backward pass written layer by layer."""
+    act = torch.relu if activation == "relu" else torch.tanh
+    layers = len(params) // 2
+    for _ in range(steps):
+        inputs, pre_activations, h = [], [], x
+        for i in range(layers):
+            inputs.append(h)
+            z = h @ params[2 * i].T + params[2 * i + 1]  # (S, out_i)
+            pre_activations.append(z)
+            h = act(z) if i < layers - 1 else z
+        delta = loss_gradient(h, target, kind)  # (S, out)
+        grads: list[torch.Tensor] = [delta] * len(params)
+        for i in reversed(range(layers)):
+            grads[2 * i] = delta.T @ inputs[i]
+            grads[2 * i + 1] = delta.sum(0)
+            if i > 0:
+                z = pre_activations[i - 1]
+                slope = (z > 0).to(z.dtype) if activation == "relu" else 1 - torch.tanh(z) ** 2
+                delta = (delta @ params[2 * i]) * slope
+        params = [p - r * g for p, r, g in zip(params, rates, grads)]
+    return params
+
+
+def mlp_apply(params: list[torch.Tensor], x: torch.Tensor, activation: str) -> torch.Tensor:
+    act = torch.relu if activation == "relu" else torch.tanh
+    layers = len(params) // 2
+    for i in range(layers):
+        x = x @ params[2 * i].T + params[2 * i + 1]
+        if i < layers - 1:
+            x = act(x)
+    return x
+
+
+class AdapterGraph(nn.Module):
+    """Adapts `model` on the support set and predicts the query set, in one graph."""
+
+    def __init__(self, model: FewShotModel, steps: int, lr: float):
+        super().__init__()
+        self.model = model.eval()
+        self.algorithm = model.adaptation["algorithm"]
+        self.steps = steps
+        self.whole_network = self.algorithm not in (*METRIC, "anil") and adapts_whole_network(model, False)
+        if self.algorithm not in METRIC:
+            layers = model.adapted_parameters() if self.whole_network else model.adapted_parameters()[-2:]
+            self.start = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False) for p in layers])
+            rates = ([r.detach().clone() for r in model.inner_lrs][-len(layers):] if model.inner_lrs is not None
+                     else [torch.tensor(lr)] * len(layers))
+            for i, rate in enumerate(rates):
+                self.register_buffer(f"rate{i}", rate)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.normalize(x).flatten(1) if self.whole_network else self.model.embed(x)
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        support, query = self.features(support_x), self.features(query_x)  # (S, F), (Q, F)
+        if self.algorithm == "protonet":
+            prototypes = support_y.T @ support / support_y.sum(0).unsqueeze(1)  # (ways, F)
+            return -squared_distances(query, prototypes)
+        if self.algorithm == "matching":
+            return matching_log_probs(query, support, support_y)
+        activation = getattr(self.model.trunk, "activation", "relu") if self.whole_network else "relu"
+        rates = [getattr(self, f"rate{i}") for i in range(len(self.start))]
+        params = sgd_steps(list(self.start), rates, support, support_y, self.steps, activation, self.model.task.kind)
+        return mlp_apply(params, query, activation)

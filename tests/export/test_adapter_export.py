@@ -1,0 +1,85 @@
+"""Adapter graphs: a device with only onnxruntime and numpy adapts a meta-trained model
+from a support set and predicts the query set exactly as `mtl_deploy.adapt` + forward."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import mtl_deploy
+from mtl_deploy.errors import InputError
+from mtl_deploy.meta.train import meta_train_and_save
+from tests.meta.test_adapt_and_export import brief_config
+
+SCRIPT = """
+import sys, json
+sys.modules["torch"] = None  # the device has no PyTorch
+import numpy as np
+from mtl_deploy.runtime import FewShotAdapter
+case = np.load(sys.argv[2])
+task = FewShotAdapter(sys.argv[1]).adapt(case["support_x"], case["support_y"])
+np.save(sys.argv[3], task.predict(case["query_x"]))
+"""
+
+
+@pytest.fixture(scope="module", params=["protonet", "matching", "anil", "maml", "metasgd"])
+def adapter(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"adapter-{request.param}")
+    meta_train_and_save(brief_config(request.param), root / "ckpt", progress=False)
+    report = mtl_deploy.export(root / "ckpt", root / "adapter", format="adapter")
+    return request.param, root, report
+
+
+def test_graph_is_standard_and_dynamic(adapter):
+    algorithm, root, report = adapter
+    proto = onnx.load(str(root / "adapter" / "adapter.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    assert [i.name for i in proto.graph.input] == ["support_x", "support_y", "query_x"]
+    assert [o.name for o in proto.graph.output] == ["query_pred"]
+    assert report.parity.passed and report.manifest["parity"]["runtimes"] == ["onnx.reference", "onnxruntime"]
+    ways_axis = proto.graph.input[1].type.tensor_type.shape.dim[1]
+    assert bool(ways_axis.dim_param) == (algorithm in ("protonet", "matching"))
+
+
+def test_device_without_torch_matches_pytorch_adapt(adapter, tmp_path):
+    algorithm, root, _ = adapter
+    model = mtl_deploy.load(root / "ckpt")
+    ways = model.task.out_dim
+    generator = torch.Generator().manual_seed(3)
+    support_x = torch.randn(ways * 4, *model.input_shape, generator=generator) * model.normalize.std + model.normalize.mean
+    query_x = torch.randn(9, *model.input_shape, generator=generator) * model.normalize.std + model.normalize.mean
+    if model.task.kind == "regression":
+        support_y = torch.randn(len(support_x), 1, generator=generator)
+    else:
+        support_y = torch.arange(ways).repeat(4)
+    np.savez(tmp_path / "case.npz", support_x=support_x.numpy(), support_y=support_y.numpy(), query_x=query_x.numpy())
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(root / "adapter"), str(tmp_path / "case.npz"),
+                             str(tmp_path / "pred.npy")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with torch.no_grad():
+        want = mtl_deploy.adapt(model, support_x, support_y)(query_x)[model.task.name].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "pred.npy"), want, atol=1e-4, rtol=1e-4)
+
+
+def test_adapter_refuses_bad_support_sets(adapter):
+    from mtl_deploy.runtime import FewShotAdapter
+
+    algorithm, root, _ = adapter
+    device = FewShotAdapter(root / "adapter")
+    rows = np.zeros((4, *device.row_shape), dtype=np.float32)
+    with pytest.raises(InputError, match="support_x must be"):
+        device.adapt(np.zeros((4, 99)), np.zeros(4))
+    with pytest.raises(InputError, match="NaN"):
+        device.adapt(np.full_like(rows, np.nan), np.zeros(4))
+    if device.task["kind"] == "multiclass":
+        with pytest.raises(InputError, match="missing"):
+            device.adapt(rows, np.array([0, 0, 2, 2]))
+
+
+def test_adapter_needs_a_meta_learned_model(checkpoint_dir, tmp_path):
+    with pytest.raises(InputError, match="not meta-learned"):
+        mtl_deploy.export(checkpoint_dir, tmp_path / "a", format="adapter")
