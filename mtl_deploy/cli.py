@@ -119,6 +119,7 @@ def export(
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity proof [default: 1e-5, adapter 1e-4].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Real input rows (.npz with x, or .csv) to prove parity on.")] = None,
+    routed: Annotated[bool, typer.Option(help="One output picked per row by an int64 task_id input (heads of one size).")] = False,
 ):
     """Export a checkpoint and prove parity in ONNX Runtime; exit 1 (nothing written) on a mismatch.
 
@@ -127,7 +128,8 @@ def export(
     with user_errors():
         from mtl_deploy.exporters import export as export_model
         from mtl_deploy.report import parity_table
-        report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data)
+        report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
+                              routed=routed)
         typer.echo(parity_table(report.parity))
         typer.echo(f"export: {out}")
 

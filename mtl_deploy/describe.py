@@ -24,14 +24,18 @@ def describe(path: str | Path) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         kind = None
     files = table(["file", "bytes"], [[f.name, f.stat().st_size] for f in sorted(path.iterdir()) if f.is_file()])
-    if kind == "mtl_deploy.export":
+    if kind in ("mtl_deploy.export", "mtl_deploy.adapter"):
         m = read_export_manifest(path)
-        io = [["input", i["name"], i["dtype"], i["shape"], ""] for i in m["inputs"]]
-        io += [["output", o["name"], o["dtype"], o["shape"], m["tasks"][o["task"]]["kind"]] for o in m["outputs"]]
+        tasks = m.get("tasks") or {m["task"]["name"]: {**m["task"], "output": m["outputs"][0]["name"]}}
+        io = [["input", i["name"], i["dtype"], i["shape"], i.get("encoding", "")] for i in m["inputs"]]
+        io += [["output", o["name"], o["dtype"], o["shape"],
+                ", ".join(f"{name} ({t['kind']})" for name, t in tasks.items() if t["output"] == o["name"])]
+               for o in m["outputs"]]
         parity = m.get("parity", {})
-        lines = [f"export {path} (mtl_deploy {m['library_version']}, opset {m['opset']}, torch {m['torch_version']})",
-                 table(["", "name", "dtype", "shape", "task kind"], io),
-                 f"parameters: {m['parameters']}",
+        what = f"adapter ({m['algorithm']}, {m['steps']} steps, lr {m['lr']})" if kind == "mtl_deploy.adapter" else "export"
+        lines = [f"{what} {path} (mtl_deploy {m['library_version']}, opset {m['opset']}, torch {m['torch_version']})",
+                 table(["", "name", "dtype", "shape", "tasks / encoding"], io),
+                 f"parameters: {m.get('parameters', 'n/a')}",
                  f"parity: {'passed' if parity.get('passed') else 'NOT passed'} in {', '.join(parity.get('runtimes', []))}"
                  f" at batches {parity.get('batch_sizes')}"]
     else:

@@ -23,10 +23,11 @@ from mtl_deploy.atomic import atomic_directory, sha256_file
 from mtl_deploy.data.loaders import load_inputs
 from mtl_deploy.errors import InputError
 from mtl_deploy.exporters.adapter import ADAPTER_ATOL, export_adapter
-from mtl_deploy.exporters.onnx_graph import BATCH_DIM, INPUT_NAME, trace_onnx
+from mtl_deploy.exporters.graphs import multi_output_graph, routed_graph
+from mtl_deploy.exporters.onnx_graph import BATCH_DIM, trace_onnx
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, ParityError,
-                                      check_graph, graph_runners, prove_parity, random_inputs, torch_outputs)
+                                      check_graph, graph_runners, prove_parity, random_inputs)
 from mtl_deploy.version import __version__
 
 FORMATS = ("onnx", "adapter")
@@ -56,10 +57,12 @@ def _value_info(value: onnx.ValueInfoProto) -> dict:
 
 def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
            atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
-           sample_inputs: torch.Tensor | str | Path | None = None) -> ExportReport:
+           sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     `format="adapter"`: the on-device adaptation graph of a meta-learned model instead.
+    `routed=True`: inputs `x` and `task_id` (int64 per row), one output `prediction` holding
+    each row's own task output (every head must have the same output size).
     Tolerances default to atol 1e-5 (1e-4 for adapters) and rtol 1e-4.
     `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
     by default the rows stored in the checkpoint. Raises `ParityError` when any output of the graph differs from PyTorch beyond
@@ -84,14 +87,15 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     real = sample_inputs if sample_inputs is not None else stored_inputs
     if real is not None and tuple(real.shape[1:]) != tuple(model.input_shape):
         raise InputError(f"sample inputs have row shape {tuple(real.shape[1:])}, the model takes {model.input_shape}")
-    proto = trace_onnx(model, names, random_inputs(model, 4), opset)
-    weights_sha = weights_hash(model)
+    graph = routed_graph(model, names) if routed else multi_output_graph(model, names)
+    proto = trace_onnx(graph.wrapper, graph.example, graph.input_names, graph.output_names, opset)
     essentials = {
-        "format": EXPORT_FORMAT, "library_version": __version__, "opset": opset, "weights_sha256": weights_sha,
-        "inputs": [_value_info(v) for v in proto.graph.input],
-        "outputs": [{**_value_info(v), "task": v.name} for v in proto.graph.output],
-        "tasks": {t.name: {"output": t.name, "kind": t.kind, "out_dim": t.out_dim,
-                           "values": "values" if t.kind == "regression" else "logits"} for t in tasks},
+        "format": EXPORT_FORMAT, "library_version": __version__, "opset": opset, "weights_sha256": weights_hash(model),
+        "routed": routed, "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [_value_info(v) for v in proto.graph.output],
+        "tasks": {t.name: {"output": graph.output_names[0] if routed else t.name, "kind": t.kind, "out_dim": t.out_dim,
+                           "values": "values" if t.kind == "regression" else "logits", **({"id": i} if routed else {})}
+                  for i, t in enumerate(tasks)},
     }
     proto.producer_name, proto.producer_version = "mtl_deploy", __version__
     onnx.helper.set_model_props(proto, {f"mtl_deploy.{k}": v if isinstance(v, str) else json.dumps(v)
@@ -102,8 +106,8 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         input_sets = {"random": random_inputs(model, 64, seed=1).numpy()}
         if real is not None:
             input_sets["real"] = real.float().numpy()
-        parity = prove_parity(graph_runners(staging / MODEL_FILE, proto), torch_outputs(model, names),
-                              INPUT_NAME, input_sets, batch_sizes, atol, rtol)
+        parity = prove_parity(graph_runners(staging / MODEL_FILE, proto), graph.expected, input_sets,
+                              batch_sizes, atol, rtol, graph.make_feeds)
         if not parity.passed:
             raise ParityError(parity.failure_message() + "; no export was written")
         manifest = {

@@ -1,5 +1,6 @@
 """Trace a model into one ONNX graph with the dynamo exporter: every task head is a named
-output, the batch axis is symbolic, and only standard `ai.onnx` operators appear."""
+output (or, routed, one output picked per row by `task_id`), the batch axis is symbolic,
+and only standard `ai.onnx` operators appear."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import onnx
 import torch
 from torch import nn
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.errors import MtlDeployError
 
 INPUT_NAME = "x"
+TASK_ID_NAME = "task_id"
+ROUTED_OUTPUT = "prediction"
 BATCH_DIM = "batch"
 STANDARD_DOMAINS = ("", "ai.onnx")
 
@@ -48,18 +51,32 @@ def quiet_exporter():
         logger.setLevel(level)
 
 
-def trace_onnx(model: nn.Module, task_names: list[str], example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    """The ONNX graph of `model` with input `x` (batch dynamic) and one output per task."""
-    if INPUT_NAME in task_names:
-        raise InputError(f"a task may not be named {INPUT_NAME!r}: it is the graph's input name; rename the task")
-    if len(example) < 2:
+class RoutedOutputs(nn.Module):
+    """One output for a batch that mixes tasks: row i is task `task_id[i]`'s prediction.
+    All heads run and a Gather picks each row's own (heads are small next to the trunk)."""
+
+    def __init__(self, model: nn.Module, task_names: list[str]):
+        super().__init__()
+        self.model, self.task_names = model, list(task_names)
+
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(x)
+        stacked = torch.stack([outputs[name] for name in self.task_names], dim=1)  # (B, H, C)
+        index = task_id.reshape(-1, 1, 1).expand(-1, 1, stacked.shape[2])  # (B, 1, C)
+        return torch.gather(stacked, 1, index).squeeze(1)  # (B, C)
+
+
+def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+               output_names: list[str], opset: int) -> onnx.ModelProto:
+    """The ONNX graph of `wrapper`, the first axis of every input dynamic (`batch`)."""
+    if len(example[0]) < 2:
         raise ValueError("export needs an example batch of at least 2 rows, or the batch axis gets fixed to 1")
-    wrapper = TupleOutputs(model, task_names).eval()
+    batch = torch.export.Dim(BATCH_DIM)
     try:
         with quiet_exporter():
             program = torch.onnx.export(
-                wrapper, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=list(task_names), dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},), verbose=False,
+                wrapper.eval(), example, dynamo=True, opset_version=opset, input_names=input_names,
+                output_names=output_names, dynamic_shapes=tuple({0: batch} for _ in example), verbose=False,
             )
     except Exception as err:  # the exporter raises many types; the user needs the first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -12,9 +12,10 @@ from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.exporter import MANIFEST, MODEL_FILE, weights_hash
-from mtl_deploy.exporters.onnx_graph import INPUT_NAME
+from mtl_deploy.exporters.graphs import mixed_task_ids, multi_output_graph, routed_graph
+from mtl_deploy.exporters.onnx_graph import INPUT_NAME, TASK_ID_NAME
 from mtl_deploy.exporters.verify import (ParityError, ParityReport, check_graph, graph_runners, prove_parity,
-                                      random_inputs, torch_outputs)
+                                      random_inputs, single_input)
 
 
 def read_export_manifest(export_dir: str | Path) -> dict:
@@ -48,11 +49,16 @@ def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
     rtol = stored.get("rtol", 1e-4) if rtol is None else rtol
     batch_sizes = stored.get("batch_sizes", [1, 37, 256])
     runners = graph_runners(model_path, proto)
+    routed = manifest.get("routed", False)
     if checkpoint is None:
         row_shape = manifest["inputs"][0]["shape"][1:]
         rows = np.random.default_rng(0).standard_normal((64, *row_shape)).astype(np.float32)
         reference = runners.pop("onnx.reference")
-        report = prove_parity(runners, lambda x: reference({INPUT_NAME: x}), INPUT_NAME, {"random": rows}, batch_sizes, atol, rtol)
+        make_feeds = single_input
+        if routed:
+            def make_feeds(x):
+                return {INPUT_NAME: x, TASK_ID_NAME: mixed_task_ids(len(x), len(manifest["tasks"]))}
+        report = prove_parity(runners, reference, {"random": rows}, batch_sizes, atol, rtol, make_feeds)
     else:
         loaded = checkpoints.read(checkpoint)
         if weights_hash(loaded.model) != manifest.get("weights_sha256"):
@@ -60,9 +66,9 @@ def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
         input_sets = {"random": random_inputs(loaded.model, 64, seed=1).numpy()}
         if loaded.sample_inputs is not None:
             input_sets["real"] = loaded.sample_inputs.numpy()
-        names = [o["name"] for o in manifest["outputs"]]
-        report = prove_parity(runners, torch_outputs(loaded.model, names), INPUT_NAME, input_sets,
-                              batch_sizes, atol, rtol)
+        names = list(manifest["tasks"])
+        plan = routed_graph(loaded.model, names) if routed else multi_output_graph(loaded.model, names)
+        report = prove_parity(runners, plan.expected, input_sets, batch_sizes, atol, rtol, plan.make_feeds)
     if not report.passed:
         raise ParityError(report.failure_message())
     return report

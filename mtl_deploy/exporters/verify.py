@@ -20,7 +20,7 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn
 
 from mtl_deploy.errors import MtlDeployError
-from mtl_deploy.exporters.onnx_graph import STANDARD_DOMAINS
+from mtl_deploy.exporters.onnx_graph import INPUT_NAME, STANDARD_DOMAINS
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
@@ -107,13 +107,17 @@ def random_inputs(model: nn.Module, rows: int, seed: int = 0) -> torch.Tensor:
     return x if normalize is None else normalize.mean + normalize.std * x
 
 
-def torch_outputs(model: nn.Module, task_names: list[str]):
-    """numpy in, numpy out: the PyTorch side of a parity check."""
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+def torch_outputs(model: nn.Module, task_names: list[str]) -> Callable[[dict], Outputs]:
+    """feeds in, numpy out: the PyTorch side of a parity check."""
+    def run(feeds: dict) -> Outputs:
         with torch.no_grad():
-            outputs = model(torch.from_numpy(x))
+            outputs = model(torch.from_numpy(feeds[INPUT_NAME]))
         return {name: outputs[name].numpy() for name in task_names}
     return run
+
+
+def single_input(x: np.ndarray) -> dict:
+    return {INPUT_NAME: x}
 
 
 def _tile_rows(rows: np.ndarray, batch: int) -> np.ndarray:
@@ -121,17 +125,18 @@ def _tile_rows(rows: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([rows] * repeats)[:batch]
 
 
-def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Callable[[np.ndarray], Outputs],
-                 input_name: str, input_sets: dict[str, np.ndarray], batch_sizes=DEFAULT_BATCH_SIZES,
-                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> ParityReport:
-    """Run every runner on every input set at every batch size and compare with `expected_fn`."""
+def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Callable[[dict], Outputs],
+                 input_sets: dict[str, np.ndarray], batch_sizes=DEFAULT_BATCH_SIZES, atol: float = DEFAULT_ATOL,
+                 rtol: float = DEFAULT_RTOL, make_feeds: Callable[[np.ndarray], dict] = single_input) -> ParityReport:
+    """Run every runner on every input set at every batch size and compare with
+    `expected_fn`; `make_feeds` turns a batch of rows into the graph's inputs."""
     report = ParityReport(atol, rtol, list(batch_sizes), sorted(input_sets), sorted(runners))
     for kind, rows in input_sets.items():
         for batch in batch_sizes:
-            x = np.ascontiguousarray(_tile_rows(rows, batch), dtype=np.float32)
-            expected = expected_fn(x)
+            feeds = make_feeds(np.ascontiguousarray(_tile_rows(rows, batch), dtype=np.float32))
+            expected = expected_fn(feeds)
             for runtime, run in runners.items():
-                actual = run({input_name: x})
+                actual = run(feeds)
                 for name, want in expected.items():
                     record_error(report.outputs.setdefault(name, OutputParity()), actual[name], want,
                             atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")

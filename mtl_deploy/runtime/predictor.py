@@ -37,8 +37,9 @@ class Predictor:
             raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
         self.manifest = json.loads(manifest_path.read_text())
         self.session = session_for(export_dir / self.manifest["artifact"], threads)
-        (self.input,) = self.manifest["inputs"]
+        self.input = self.manifest["inputs"][0]  # routed graphs also take task_id
         self.tasks = self.manifest["tasks"]
+        self.routed = self.manifest.get("routed", False)
 
     @property
     def row_shape(self) -> list[int]:
@@ -52,16 +53,30 @@ class Predictor:
             x = x[None]  # one row without its batch axis
         if list(x.shape[1:]) != list(self.row_shape):
             raise InputError(f"inputs have rows of shape {list(x.shape[1:])}; this model takes "
-                                    f"{self.row_shape} (input {self.input['name']!r})")
+                             f"{self.row_shape} (input {self.input['name']!r})")
         if not np.isfinite(x).all():
             raise InputError("inputs contain NaN or inf; clean them first")
         return np.ascontiguousarray(x, dtype=self.input["dtype"])
 
-    def predict(self, x, task: str | None = None):
+    def predict(self, x, task: str | None = None, task_ids=None):
+        """All tasks' outputs as a dict, or `task`'s array. A routed export also takes
+        `task_ids` (one task index per row, see the manifest's `id`s) for a mixed batch."""
         if task is not None and task not in self.tasks:
             raise InputError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")
+        x = self.check(x)
+        if self.routed:
+            return self._predict_routed(x, task, task_ids)
         names = [self.tasks[task]["output"]] if task else [o["name"] for o in self.manifest["outputs"]]
-        outputs = dict(zip(names, self.session.run(names, {self.input["name"]: self.check(x)})))
+        outputs = dict(zip(names, self.session.run(names, {self.input["name"]: x})))
         if task:
             return outputs[self.tasks[task]["output"]]
         return {name: outputs[spec["output"]] for name, spec in self.tasks.items()}
+
+    def _predict_routed(self, x: np.ndarray, task: str | None, task_ids) -> np.ndarray:
+        if (task is None) == (task_ids is None):
+            raise InputError("a routed export needs either task (one task for every row) or task_ids (one per row)")
+        ids = np.full(len(x), self.tasks[task]["id"]) if task else np.asarray(task_ids)
+        if ids.shape != (len(x),) or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self.tasks):
+            raise InputError(f"task_ids must be {len(x)} integers in [0, {len(self.tasks) - 1}]")
+        output = self.manifest["outputs"][0]["name"]
+        return self.session.run([output], {self.input["name"]: x, "task_id": ids.astype(np.int64)})[0]
