@@ -175,6 +175,33 @@ def predict(
 
 
 @app.command()
+def analyze(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    data: Annotated[Optional[Path], typer.Option(help="Rows to analyse: .npz or .csv holding the model's task columns.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Analyse a shipped config's data instead, e.g. synthetic-related.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for affinity.png, target_correlation.png, relations.json.")] = Path("relations"),
+    threshold: Annotated[float, typer.Option(help="Group tasks whose mean similarity exceeds this.")] = 0.2,
+    batch_size: Annotated[int, typer.Option(min=2, help="Rows per gradient batch.")] = 256,
+):
+    """Task relations: gradient-affinity and target-correlation heatmaps, suggested task groups.
+
+    Example: mtl-deploy analyze runs/ckpt --data holdout.npz --out runs/relations
+    """
+    with user_errors():
+        from mtl_deploy.config import resolve_config
+        from mtl_deploy.errors import InputError
+        from mtl_deploy.mtl.relations import analyze as analyze_relations
+
+        if (data is None) == (preset is None):
+            raise InputError("give --data FILE (.npz or .csv) or --preset NAME for the rows to analyse")
+        source = data if data is not None else resolve_config(preset=preset).data
+        relations = analyze_relations(checkpoint, source, out, batch_size=batch_size, threshold=threshold)
+        typer.echo(f"groups by gradient affinity:  {relations.groups_by_affinity}")
+        typer.echo(f"groups by target correlation: {relations.groups_by_correlation}")
+        typer.echo(f"heatmaps and relations.json: {out}")
+
+
+@app.command()
 def inspect(path: Annotated[Path, typer.Argument(help="Checkpoint or export directory.")]):
     """Show tasks, inputs, outputs, opset, parameter count and file sizes.
 

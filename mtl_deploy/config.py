@@ -31,6 +31,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     trunk: dict = field(default_factory=lambda: {"type": "mlp", "hidden": [64, 64], "activation": "relu"})
+    # {"scheme": "hard" | "soft" | "hierarchical" | "cross_stitch" | "mmoe", ...scheme options}
+    sharing: dict = field(default_factory=lambda: {"scheme": "hard"})
 
 
 @dataclass
@@ -40,7 +42,10 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     patience: int = 25  # epochs without validation improvement before stopping
-    weighting: str = "equal"
+    weighting: str = "equal"  # equal, static, uncertainty, gradnorm, dwa, random
+    weighting_options: dict = field(default_factory=dict)  # e.g. {"alpha": 1.5} for gradnorm
+    aggregation: str = "none"  # none (back-propagate the weighted sum), or a method of mtl.aggregate
+    aggregation_options: dict = field(default_factory=dict)  # e.g. {"c": 0.5} for cagrad
     seed: int = 0
 
 

@@ -1,4 +1,5 @@
-"""The multi-task model: input normalisation, a shared trunk, one named head per task.
+"""The multi-task model interface, and hard sharing: input normalisation, a shared trunk,
+one named head per task.
 
 `forward(x)` returns `dict[str, Tensor]` (task name -> raw head output: values for
 regression, logits for classification). Normalisation statistics are buffers, so they are
@@ -27,18 +28,20 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class MultiTaskModel(nn.Module):
-    """Hard parameter sharing: every task reads the same trunk features."""
+class MultiTaskBase(nn.Module):
+    """What every sharing scheme has in common, and what the exporter and checkpoints rely
+    on: `input_shape`, `tasks`, `task_names`, the `normalize` buffers, one head per task in
+    `heads`, `forward(x) -> dict[str, Tensor]`, and `config()` / `from_config` where the
+    config holds `architecture`, `input_shape`, `tasks` and the scheme's own keyword
+    arguments."""
 
-    architecture = "multitask"
+    architecture = "base"
 
-    def __init__(self, input_shape: tuple[int, ...], tasks: list[TaskSpec], trunk: dict | None = None):
+    def __init__(self, input_shape: tuple[int, ...], tasks: list[TaskSpec]):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.tasks = list(tasks)
         self.normalize = Normalize(self.input_shape)
-        self.trunk = build_trunk(trunk or {"type": "mlp"}, self.input_shape)
-        self.heads = nn.ModuleDict({t.name: nn.Linear(self.trunk.out_features, t.out_dim) for t in self.tasks})
 
     @property
     def task_names(self) -> list[str]:
@@ -48,14 +51,37 @@ class MultiTaskModel(nn.Module):
         self.normalize.mean.copy_(mean.reshape(self.normalize.mean.shape))
         self.normalize.std.copy_(std.reshape(self.normalize.std.shape))
 
+    def task_heads(self, width: int) -> nn.ModuleDict:
+        """One linear head per task on `width` features."""
+        return nn.ModuleDict({t.name: nn.Linear(width, t.out_dim) for t in self.tasks})
+
+    def scheme_config(self) -> dict:
+        """The scheme's constructor keyword arguments, JSON-serialisable."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"architecture": self.architecture, "input_shape": list(self.input_shape),
+                "tasks": [t.to_dict() for t in self.tasks], **self.scheme_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MultiTaskBase":
+        options = {k: v for k, v in config.items() if k not in ("architecture", "input_shape", "tasks")}
+        return cls(tuple(config["input_shape"]), [TaskSpec.from_dict(t) for t in config["tasks"]], **options)
+
+
+class MultiTaskModel(MultiTaskBase):
+    """Hard parameter sharing: every task reads the same trunk features."""
+
+    architecture = "multitask"
+
+    def __init__(self, input_shape: tuple[int, ...], tasks: list[TaskSpec], trunk: dict | None = None):
+        super().__init__(input_shape, tasks)
+        self.trunk = build_trunk(trunk or {"type": "mlp"}, self.input_shape)
+        self.heads = self.task_heads(self.trunk.out_features)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.trunk(self.normalize(x))  # (B, hidden) shared by every head
         return {name: head(features) for name, head in self.heads.items()}
 
-    def config(self) -> dict:
-        return {"architecture": self.architecture, "input_shape": list(self.input_shape),
-                "tasks": [t.to_dict() for t in self.tasks], "trunk": self.trunk.config()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "MultiTaskModel":
-        return cls(tuple(config["input_shape"]), [TaskSpec.from_dict(t) for t in config["tasks"]], config["trunk"])
+    def scheme_config(self) -> dict:
+        return {"trunk": self.trunk.config()}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from mtl_deploy.errors import MtlDeployError
-from mtl_deploy.models.multitask import MultiTaskModel
+from mtl_deploy.models.sharing import SCHEMES
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {MultiTaskModel.architecture: MultiTaskModel}
+# Every sharing scheme; other model families add themselves when their module is imported.
+ARCHITECTURES: dict[str, type[nn.Module]] = {cls.architecture: cls for cls in SCHEMES.values()}
 
 
 def build_model(config: dict) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-def _activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
@@ -31,7 +31,7 @@ class MLPTrunk(nn.Module):
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:
-            layers += [nn.Linear(width, size), _activation(activation)]
+            layers += [nn.Linear(width, size), make_activation(activation)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size

@@ -12,7 +12,8 @@ from mtl_deploy.checkpoint import save
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
 from mtl_deploy.data.loaders import dataset_from_config
-from mtl_deploy.models.multitask import MultiTaskModel
+from mtl_deploy.models.multitask import MultiTaskBase
+from mtl_deploy.models.sharing import build_multitask
 from mtl_deploy.mtl.joint import TrainResult, train_multitask
 
 SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verification
@@ -20,7 +21,7 @@ SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verificat
 
 @dataclass
 class Fitted:
-    model: MultiTaskModel
+    model: MultiTaskBase
     result: TrainResult
     train: MultiTaskDataset
     val: MultiTaskDataset
@@ -30,7 +31,7 @@ def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True
     """Train a multi-task model on every task of `data` as `config` says."""
     train, val = data.split(config.data.val_fraction, config.train.seed)
     torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
-    model = MultiTaskModel(data.input_shape, data.tasks, config.model.trunk)
+    model = build_multitask(data.input_shape, data.tasks, config.model.trunk, config.model.sharing)
     model.set_normalization(*normalization_stats(train.x))
     result = train_multitask(model, train, val, config.train, progress)
     return Fitted(model, result, train, val)
@@ -47,5 +48,6 @@ def train(config: RunConfig, out_dir: str | Path, progress: bool = True) -> Fitt
     result = fitted.result
     save(fitted.model, out_dir, sample_inputs=fitted.val.x[:SAMPLE_ROWS], config=config.to_dict(),
          val_metrics=result.val_metrics, val_loss=result.val_loss, best_epoch=result.best_epoch,
-         epochs_run=result.epochs_run, rows={"train": len(fitted.train), "val": len(fitted.val)})
+         epochs_run=result.epochs_run, rows={"train": len(fitted.train), "val": len(fitted.val)},
+         **({"task_affinity": result.task_affinity} if result.task_affinity is not None else {}))
     return fitted

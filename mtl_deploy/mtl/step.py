@@ -1,0 +1,59 @@
+"""One optimisation step of joint training, from the task losses of a minibatch.
+
+Plain path (aggregation "none" and a weighting that needs no gradients): back-propagate the
+weighted sum, exactly as equal-weight training always did. Jacobian path: one batched
+backward gives every task's gradient (and the model's coupling penalty's) on every
+parameter; the shared parameters get the rows combined by `aggregate`, the task heads and
+the weighting's own parameters the plain sum of the rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_deploy.mtl.aggregate import aggregate
+from mtl_deploy.mtl.jacobian import assign_gradient, shared_parameters, task_jacobian
+from mtl_deploy.mtl.weighting import LossWeighting
+
+NO_AGGREGATION = "none"
+
+
+def coupling_penalty(model: nn.Module) -> torch.Tensor | None:
+    """The training-only penalty a scheme adds to the loss (soft sharing), if it has one."""
+    penalty = getattr(model, "regularization", None)
+    return penalty() if penalty is not None else None
+
+
+def optimisation_step(model: nn.Module, losses: dict[str, torch.Tensor], weighting: LossWeighting,
+                      optimizer: torch.optim.Optimizer, aggregation: str = NO_AGGREGATION,
+                      aggregation_options: dict | None = None) -> tuple[float, torch.Tensor | None]:
+    """Update `model` (and `weighting`) from `losses`; returns the step's total loss and,
+    on the Jacobian path, the (T, P_shared) per-task gradients it used."""
+    terms = weighting.terms(losses)  # (T,) weighted task terms
+    penalty = coupling_penalty(model)
+    total = terms.sum() if penalty is None else terms.sum() + penalty
+    if aggregation == NO_AGGREGATION and not weighting.needs_jacobian:
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return float(total.detach()), None
+    shared = shared_parameters(model)
+    shared_ids = {id(p) for p in shared}
+    others = [p for p in [*model.parameters(), *weighting.parameters()] if id(p) not in shared_ids and p.requires_grad]
+    rows = terms if penalty is None else torch.cat([terms, penalty[None]])  # (T[+1],) penalty last
+    jacobian = task_jacobian(rows, shared + others)  # (T[+1], P)
+    n_shared, n_tasks = sum(p.numel() for p in shared), len(terms)
+    per_task = jacobian[:n_tasks, :n_shared]  # (T, P_shared)
+    if aggregation == NO_AGGREGATION:
+        direction = per_task.sum(0)
+    else:
+        direction = aggregate(per_task, aggregation, **(aggregation_options or {}))
+    if penalty is not None:
+        direction = direction + jacobian[n_tasks, :n_shared]  # the penalty is no task: never aggregated
+    optimizer.zero_grad(set_to_none=True)
+    assign_gradient(shared, direction)
+    assign_gradient(others, jacobian[:, n_shared:].sum(0))
+    weighting.observe(torch.stack([loss.detach() for loss in losses.values()]), per_task)
+    optimizer.step()
+    return float(total.detach()), per_task
