@@ -8,7 +8,6 @@ Usage: python benchmarks/fewshot_eval.py [--episodes 600] [--seeds 3] [--presets
 import argparse
 import time
 
-import torch
 
 from mtl_deploy.config import resolve_config
 from mtl_deploy.meta.evaluate import evaluate_fewshot

@@ -114,14 +114,14 @@ def evaluate(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     out: Annotated[Path, typer.Option("--out", help="Export directory to write.")] = Path("export"),
-    format: Annotated[str, typer.Option("--format", help="onnx (the model) or adapter (on-device adaptation graph of a meta-learned model).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx; adapter (on-device adaptation graph of a meta-learned model); pt2 (torch.export); aoti (AOTInductor package, loads from C++); torchscript (legacy, torch.jit is deprecated).")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 20,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity proof [default: 1e-5, adapter 1e-4].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Real input rows (.npz with x, or .csv) to prove parity on.")] = None,
     routed: Annotated[bool, typer.Option(help="One output picked per row by an int64 task_id input (heads of one size).")] = False,
 ):
-    """Export a checkpoint and prove parity in ONNX Runtime; exit 1 (nothing written) on a mismatch.
+    """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
 
     Example: mtl-deploy export runs/ckpt --format onnx --out runs/export
     """

@@ -11,7 +11,9 @@ from pathlib import Path
 from mtl_deploy.checkpoint import load
 from mtl_deploy.config import resolve_config
 from mtl_deploy.data.synthetic import synthetic_family
-from mtl_deploy.exporters.exporter import MODEL_FILE, ExportReport, export
+from mtl_deploy.exporters.exporter import export
+from mtl_deploy.exporters.onnx_export import MODEL_FILE
+from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.latency import serving_latency
 from mtl_deploy.mtl.fit import fit_dataset, train
 from mtl_deploy.mtl.metrics import PRIMARY, is_better

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mtl_deploy import checkpoint
 from mtl_deploy.cli import app
-from mtl_deploy.exporters import exporter
+from mtl_deploy.exporters import onnx_export
 from mtl_deploy.mtl import joint
 
 runner = CliRunner()
@@ -114,7 +114,7 @@ def test_unwritable_output_directory(checkpoint_dir, tmp_path):
 
 
 def test_parity_mismatch_fails_the_export(checkpoint_dir, tmp_path, monkeypatch):
-    real_runners = exporter.graph_runners
+    real_runners = onnx_export.graph_runners
 
     def drifting_runners(path, proto):
         runners = real_runners(path, proto)
@@ -122,7 +122,7 @@ def test_parity_mismatch_fails_the_export(checkpoint_dir, tmp_path, monkeypatch)
         runners["onnx.reference"] = lambda feeds: {k: v * 1.01 + 1e-3 for k, v in run(feeds).items()}
         return runners
 
-    monkeypatch.setattr(exporter, "graph_runners", drifting_runners)
+    monkeypatch.setattr(onnx_export, "graph_runners", drifting_runners)
     assert_one_line_error(*invoke("export", checkpoint_dir, "--out", tmp_path / "e"), 1, "parity failed",
                           "no export was written")
     assert not (tmp_path / "e").exists()

@@ -2,7 +2,6 @@
 
 import inspect
 
-import mtl_deploy
 
 
 def test_top_level_functions():

@@ -11,7 +11,8 @@ import numpy as np
 from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.exporters.exporter import MANIFEST, MODEL_FILE, weights_hash
+from mtl_deploy.exporters.onnx_export import MANIFEST, MODEL_FILE
+from mtl_deploy.exporters.source import weights_hash
 from mtl_deploy.exporters.graphs import mixed_task_ids, multi_output_graph, routed_graph
 from mtl_deploy.exporters.onnx_graph import INPUT_NAME, TASK_ID_NAME
 from mtl_deploy.exporters.verify import (ParityError, ParityReport, check_graph, graph_runners, prove_parity,

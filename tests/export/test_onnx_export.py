@@ -12,7 +12,7 @@ import torch
 import mtl_deploy
 from mtl_deploy.data import DEFAULT_TASKS, synthetic_family
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.exporters import ParityError, exporter, verify_export
+from mtl_deploy.exporters import ParityError, onnx_export, verify_export
 from mtl_deploy.models import MultiTaskModel
 
 
@@ -63,7 +63,7 @@ def test_parity_failure_writes_nothing_and_keeps_the_old_export(checkpoint_dir, 
     out = tmp_path / "export"
     mtl_deploy.export(checkpoint_dir, out)
     before = (out / "manifest.json").read_text()
-    real_runners = exporter.graph_runners
+    real_runners = onnx_export.graph_runners
 
     def drifting_runners(path, proto):
         runners = real_runners(path, proto)
@@ -71,7 +71,7 @@ def test_parity_failure_writes_nothing_and_keeps_the_old_export(checkpoint_dir, 
         runners["onnxruntime"] = lambda feeds: {k: v + 1e-3 for k, v in run(feeds).items()}
         return runners
 
-    monkeypatch.setattr(exporter, "graph_runners", drifting_runners)
+    monkeypatch.setattr(onnx_export, "graph_runners", drifting_runners)
     with pytest.raises(ParityError, match=r"parity failed: output '\w+' differs by up to 0.001.*onnxruntime"):
         mtl_deploy.export(checkpoint_dir, out)
     assert (out / "manifest.json").read_text() == before
