@@ -120,6 +120,8 @@ def export(
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Real input rows (.npz with x, or .csv) to prove parity on.")] = None,
     routed: Annotated[bool, typer.Option(help="One output picked per row by an int64 task_id input (heads of one size).")] = False,
+    quantize: Annotated[Optional[str], typer.Option(help="int8: also write model.int8.onnx (ONNX Runtime dynamic quantization).")] = None,
+    max_quantization_error: Annotated[float, typer.Option(help="Refuse int8 if an output changes more (see README).")] = 0.05,
 ):
     """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
 
@@ -127,10 +129,12 @@ def export(
     """
     with user_errors():
         from mtl_deploy.exporters import export as export_model
-        from mtl_deploy.report import parity_table
+        from mtl_deploy.report import int8_table, parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
-                              routed=routed)
+                              routed=routed, quantize=quantize, max_quantization_error=max_quantization_error)
         typer.echo(parity_table(report.parity))
+        if "int8" in report.manifest:
+            typer.echo(int8_table(report.manifest["int8"]))
         typer.echo(f"export: {out}")
 
 

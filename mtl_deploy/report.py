@@ -52,3 +52,13 @@ def training_summary(fitted) -> str:
 def evaluation_table(rows) -> str:
     body = [[r.method, r.steps, r.metric, r.mean, r.ci95, r.median, r.diverged, r.episodes] for r in rows]
     return table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes"], body)
+
+
+def int8_table(report: dict) -> str:
+    """The int8 section of an export manifest, as printed by export --quantize int8."""
+    size = report["bytes"]
+    latency = report["latency_ms_batch64_1thread"]
+    head = (f"int8: {report['artifact']} is {report['size_ratio']:.0%} of float32 ({size['int8']} vs {size['float32']} "
+            f"bytes); batch 64, 1 thread: {latency['int8']:.4g} ms vs {latency['float32']:.4g} ms")
+    rows = [[name, change] for name, change in report["output_change"].items()]
+    return head + "\n" + table(["output", "change vs float32"], rows)

@@ -14,6 +14,7 @@ import torch
 from mtl_deploy.errors import InputError
 from mtl_deploy.exporters.adapter import ADAPTER_ATOL, export_adapter
 from mtl_deploy.exporters.onnx_export import export_onnx
+from mtl_deploy.exporters.quantize import add_int8
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
@@ -25,13 +26,16 @@ DEFAULT_OPSET = 20
 
 def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
            atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
-           sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False) -> ExportReport:
+           sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False,
+           quantize: str | None = None, max_quantization_error: float = 0.05) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     format: `onnx` (default), `adapter` (the on-device adaptation graph of a meta-learned
     model), `pt2` (torch.export), `aoti` (AOTInductor package), `torchscript`.
     `routed=True` (onnx): inputs `x` and `task_id` (int64 per row), one output `prediction`
     holding each row's own task output (every head must have the same output size).
+    `quantize="int8"` (onnx): also `model.int8.onnx`, with its size, latency and output
+    change in the manifest; refused (nothing written) past `max_quantization_error`.
     Tolerances default to atol 1e-5 (1e-4 for adapters) and rtol 1e-4.
     `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
     by default the rows stored in the checkpoint. Raises `ParityError` when any output
@@ -40,8 +44,10 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     """
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
-    if routed and format != "onnx":
-        raise InputError("--routed applies to --format onnx only")
+    if (routed or quantize) and format != "onnx":
+        raise InputError("--routed and --quantize apply to --format onnx only")
+    if quantize not in (None, "int8"):
+        raise InputError(f"unknown quantization {quantize!r}; use int8")
     atol = (ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL) if atol is None else atol
     rtol = DEFAULT_RTOL if rtol is None else rtol
     newest = onnx.defs.onnx_opset_version()
@@ -53,5 +59,9 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol)
     source = export_source(model_or_path, sample_inputs)
     if format == "onnx":
-        return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed)
+        rows = source.input_sets.get("real", source.input_sets["random"])
+        finish = None if quantize is None else (
+            lambda staging, manifest: manifest.update(int8=add_int8(staging, manifest, rows, max_quantization_error)))
+        return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed,
+                           finish=finish)
     return export_torch(source, out_dir, format, atol=atol, rtol=rtol, batch_sizes=batch_sizes)
