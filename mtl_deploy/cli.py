@@ -114,7 +114,7 @@ def evaluate(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     out: Annotated[Path, typer.Option("--out", help="Export directory to write.")] = Path("export"),
-    format: Annotated[str, typer.Option("--format", help="onnx; adapter (on-device adaptation graph of a meta-learned model); pt2 (torch.export); aoti (AOTInductor package, loads from C++); torchscript (legacy, torch.jit is deprecated).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx; adapter (on-device adaptation graph of a meta-learned model); triton (a model repository at --out); pt2 (torch.export); aoti (AOTInductor package, loads from C++); torchscript (legacy, torch.jit is deprecated).")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 20,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity proof [default: 1e-5, adapter 1e-4].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
@@ -122,6 +122,7 @@ def export(
     routed: Annotated[bool, typer.Option(help="One output picked per row by an int64 task_id input (heads of one size).")] = False,
     quantize: Annotated[Optional[str], typer.Option(help="int8: also write model.int8.onnx (ONNX Runtime dynamic quantization).")] = None,
     max_quantization_error: Annotated[float, typer.Option(help="Refuse int8 if an output changes more (see README).")] = 0.05,
+    name: Annotated[Optional[str], typer.Option(help="Model name in a Triton repository (default: the checkpoint's directory name).")] = None,
 ):
     """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
 
@@ -131,7 +132,8 @@ def export(
         from mtl_deploy.exporters import export as export_model
         from mtl_deploy.report import int8_table, parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
-                              routed=routed, quantize=quantize, max_quantization_error=max_quantization_error)
+                              routed=routed, quantize=quantize, max_quantization_error=max_quantization_error,
+                              triton_name=name)
         typer.echo(parity_table(report.parity))
         if "int8" in report.manifest:
             typer.echo(int8_table(report.manifest["int8"]))

@@ -18,21 +18,25 @@ from mtl_deploy.exporters.quantize import add_int8
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
+from mtl_deploy.exporters.triton import export_triton
 from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL
 
-FORMATS = ("onnx", "adapter", *ARTIFACTS)
+FORMATS = ("onnx", "adapter", "triton", *ARTIFACTS)
 DEFAULT_OPSET = 20
 
 
 def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: int = DEFAULT_OPSET,
            atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
            sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False,
-           quantize: str | None = None, max_quantization_error: float = 0.05) -> ExportReport:
+           quantize: str | None = None, max_quantization_error: float = 0.05,
+           triton_name: str | None = None) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     format: `onnx` (default), `adapter` (the on-device adaptation graph of a meta-learned
     model), `pt2` (torch.export), `aoti` (AOTInductor package), `torchscript`.
-    `routed=True` (onnx): inputs `x` and `task_id` (int64 per row), one output `prediction`
+    `triton`: a Triton model repository at `out_dir` holding model `triton_name` (default:
+    the checkpoint directory's name), its ONNX export verified as for `onnx`.
+    `routed=True` (onnx, triton): inputs `x` and `task_id` (int64 per row), one output `prediction`
     holding each row's own task output (every head must have the same output size).
     `quantize="int8"` (onnx): also `model.int8.onnx`, with its size, latency and output
     change in the manifest; refused (nothing written) past `max_quantization_error`.
@@ -44,8 +48,10 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     """
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
-    if (routed or quantize) and format != "onnx":
-        raise InputError("--routed and --quantize apply to --format onnx only")
+    if routed and format not in ("onnx", "triton"):
+        raise InputError("--routed applies to --format onnx or triton only")
+    if quantize and format != "onnx":
+        raise InputError("--quantize applies to --format onnx only")
     if quantize not in (None, "int8"):
         raise InputError(f"unknown quantization {quantize!r}; use int8")
     atol = (ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL) if atol is None else atol
@@ -64,4 +70,8 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
             lambda staging, manifest: manifest.update(int8=add_int8(staging, manifest, rows, max_quantization_error)))
         return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed,
                            finish=finish)
+    if format == "triton":
+        name = triton_name or (Path(model_or_path).name if isinstance(model_or_path, (str, Path)) else "model")
+        return export_triton(source, out_dir, name, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes,
+                             routed=routed)
     return export_torch(source, out_dir, format, atol=atol, rtol=rtol, batch_sizes=batch_sizes)

@@ -34,5 +34,5 @@ def test_artifact_reloads_and_matches(checkpoint_dir, tmp_path, format, artifact
 
 
 def test_routed_is_onnx_only(checkpoint_dir, tmp_path):
-    with pytest.raises(InputError, match="--routed applies to --format onnx only"):
+    with pytest.raises(InputError, match="--routed applies to --format onnx or triton only"):
         mtl_deploy.export(checkpoint_dir, tmp_path / "x", format="pt2", routed=True)
