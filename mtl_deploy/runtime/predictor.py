@@ -28,7 +28,9 @@ def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
 
 
 class Predictor:
-    """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array."""
+    """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array.
+    On an adapter export, `Predictor(adapter_dir).adapt(support_x, support_y)` returns a
+    predictor bound to the task the support set shows."""
 
     def __init__(self, export_dir: str | Path, threads: int | None = None):
         export_dir = Path(export_dir)
@@ -36,6 +38,12 @@ class Predictor:
         if not manifest_path.is_file():
             raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
         self.manifest = json.loads(manifest_path.read_text())
+        self.export_dir = export_dir
+        if self.manifest.get("format") == "mtl_deploy.adapter":
+            from mtl_deploy.runtime.adapter import FewShotAdapter  # it builds on this module's session_for
+
+            self.adapter = FewShotAdapter(export_dir, threads)
+            return  # nothing to predict before adapting
         self.session = session_for(export_dir / self.manifest["artifact"], threads)
         self.input = self.manifest["inputs"][0]  # routed graphs also take task_id
         self.tasks = self.manifest["tasks"]
@@ -58,9 +66,17 @@ class Predictor:
             raise InputError("inputs contain NaN or inf; clean them first")
         return np.ascontiguousarray(x, dtype=self.input["dtype"])
 
+    def adapt(self, support_x, support_y):
+        """Few-shot adaptation through the adapter graph (see `FewShotAdapter`)."""
+        if self.manifest.get("format") != "mtl_deploy.adapter":
+            raise InputError(f"{self.export_dir} is not an adapter export; export with --format adapter to adapt")
+        return self.adapter.adapt(support_x, support_y)
+
     def predict(self, x, task: str | None = None, task_ids=None):
         """All tasks' outputs as a dict, or `task`'s array. A routed export also takes
         `task_ids` (one task index per row, see the manifest's `id`s) for a mixed batch."""
+        if self.manifest.get("format") == "mtl_deploy.adapter":
+            raise InputError("this is an adapter export: call adapt(support_x, support_y) first, then predict")
         if task is not None and task not in self.tasks:
             raise InputError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")
         x = self.check(x)

@@ -18,9 +18,9 @@ SCRIPT = """
 import sys, json
 sys.modules["torch"] = None  # the device has no PyTorch
 import numpy as np
-from mtl_deploy.runtime import FewShotAdapter
+from mtl_deploy.runtime import Predictor
 case = np.load(sys.argv[2])
-task = FewShotAdapter(sys.argv[1]).adapt(case["support_x"], case["support_y"])
+task = Predictor(sys.argv[1]).adapt(case["support_x"], case["support_y"])
 np.save(sys.argv[3], task.predict(case["query_x"]))
 """
 
