@@ -1,0 +1,326 @@
+// CPU kernels of mtl_deploy::inner_loop and mtl_deploy::inner_loop_backward:
+// T tasks x S steps of SGD on an MLP in one call (forward, loss gradient,
+// backward and update fused per task, tasks spread over torch's threads), and
+// the exact reverse pass through those steps (Hessian-vector products plus
+// the Meta-SGD learning-rate gradient).  Arguments are checked here too, so a
+// direct torch.ops call with bad input raises instead of reading out of bounds.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include "checks.h"
+#include "mlp.h"
+
+namespace mtl_deploy {
+
+using torch::stable::Tensor;
+
+namespace {
+
+// Everything a kernel needs to know about one call, validated once.
+struct Problem {
+  MlpShape shape;
+  int64_t T, K, steps;
+  Loss loss;
+  Act act;
+  bool meta_sgd;
+  double lr_scalar;
+};
+
+Problem check_problem(const std::vector<Tensor>& params, const Tensor& x,
+                      const Tensor& y, const std::vector<Tensor>& lr,
+                      double lr_scalar, int64_t steps, int64_t loss,
+                      int64_t activation) {
+  STD_TORCH_CHECK(!params.empty() && params.size() % 2 == 0,
+                  "inner_loop: params must be [W1, b1, W2, b2, ...], got ",
+                  params.size(), " tensors");
+  STD_TORCH_CHECK(loss == 0 || loss == 1, "inner_loop: loss code must be 0 (mse) or 1 (cross_entropy)");
+  STD_TORCH_CHECK(activation == 0 || activation == 1,
+                  "inner_loop: activation code must be 0 (relu) or 1 (tanh)");
+  STD_TORCH_CHECK(steps >= 0, "inner_loop: steps must be >= 0, got ", steps);
+  const auto dtype = x.scalar_type();
+  check_float_cpu("x", x, dtype);
+  STD_TORCH_CHECK(x.dim() == 3, "inner_loop: x must be (T, K, in), got ", shape_str(x));
+  std::vector<int64_t> widths{x.size(2)};
+  for (size_t l = 0; l < params.size() / 2; ++l) {
+    const Tensor& w = params[2 * l];
+    const Tensor& b = params[2 * l + 1];
+    const std::string wn = "params[" + std::to_string(2 * l) + "]";
+    const std::string bn = "params[" + std::to_string(2 * l + 1) + "]";
+    check_float_cpu(wn, w, dtype);
+    check_float_cpu(bn, b, dtype);
+    STD_TORCH_CHECK(w.dim() == 2 && w.size(1) == widths.back(), "inner_loop: ", wn,
+                    " must be (out, ", widths.back(), "), got ", shape_str(w));
+    STD_TORCH_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "inner_loop: ", bn,
+                    " must be (", w.size(0), ",), got ", shape_str(b));
+    widths.push_back(w.size(0));
+  }
+  const int64_t T = x.size(0), K = x.size(1), out = widths.back();
+  STD_TORCH_CHECK(T >= 1 && K >= 1, "inner_loop: x must have T >= 1 tasks and K >= 1 examples, got ",
+                  shape_str(x));
+  if (loss == 0) {
+    check_float_cpu("y", y, dtype);
+    STD_TORCH_CHECK(y.dim() == 3 && y.size(0) == T && y.size(1) == K && y.size(2) == out,
+                    "inner_loop: y must be (", T, ", ", K, ", ", out, ") for mse, got ", shape_str(y));
+  } else {
+    STD_TORCH_CHECK(y.is_cpu() && y.scalar_type() == torch::headeronly::ScalarType::Long,
+                    "inner_loop: y must be an int64 CPU tensor of class ids for cross_entropy");
+    STD_TORCH_CHECK(y.is_contiguous(), "inner_loop: y must be contiguous");
+    STD_TORCH_CHECK(y.dim() == 2 && y.size(0) == T && y.size(1) == K,
+                    "inner_loop: y must be (", T, ", ", K, ") for cross_entropy, got ", shape_str(y));
+    const int64_t* c = y.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < T * K; ++i)
+      STD_TORCH_CHECK(c[i] >= 0 && c[i] < out, "inner_loop: y holds class id ", c[i],
+                      ", expected 0 <= id < ", out);
+  }
+  STD_TORCH_CHECK(lr.empty() || lr.size() == params.size(),
+                  "inner_loop: lr must be a float or one tensor per parameter (", params.size(),
+                  "), got ", lr.size());
+  for (size_t i = 0; i < lr.size(); ++i) {
+    const std::string n = "lr[" + std::to_string(i) + "]";
+    check_float_cpu(n, lr[i], dtype);
+    STD_TORCH_CHECK(same_shape(lr[i], params[i]), "inner_loop: ", n, " must be shaped like params[",
+                    i, "] ", shape_str(params[i]), ", got ", shape_str(lr[i]));
+  }
+  return Problem{MlpShape(widths), T, K, steps, static_cast<Loss>(loss),
+                 static_cast<Act>(activation), !lr.empty(), lr_scalar};
+}
+
+template <typename T>
+std::vector<const T*> const_ptrs(const std::vector<Tensor>& ts) {
+  std::vector<const T*> p;
+  for (const Tensor& t : ts) p.push_back(t.const_data_ptr<T>());
+  return p;
+}
+
+template <typename T>
+std::vector<T*> mutable_ptrs(const std::vector<Tensor>& ts) {
+  std::vector<T*> p;
+  for (const Tensor& t : ts) p.push_back(t.mutable_data_ptr<T>());
+  return p;
+}
+
+// Shared (task-independent) inputs in internal layout: theta_0 (also in the
+// concatenated nn.Linear layout, "ext") and the lr.
+template <typename T>
+struct Shared {
+  std::vector<T> theta0, theta0_ext, lr;
+  Shared(const Problem& pb, const std::vector<Tensor>& params,
+         const std::vector<Tensor>& lr_list)
+      : theta0(pb.shape.numel), lr(pb.meta_sgd ? pb.shape.numel : 0) {
+    gather_internal<T>(pb.shape, const_ptrs<T>(params), 0, theta0.data());
+    theta0_ext = concat<T>(params);
+    if (pb.meta_sgd) gather_internal<T>(pb.shape, const_ptrs<T>(lr_list), 0, lr.data());
+  }
+  // out = base - lr * v (elementwise lr for Meta-SGD), in one pass; out may
+  // alias base.
+  void step(const Problem& pb, const T* base, const T* v, T* out) const {
+    const T a = static_cast<T>(pb.lr_scalar);
+    const int64_t P = pb.shape.numel;
+    const T* l = lr.data();
+    if (pb.meta_sgd)
+      for (int64_t i = 0; i < P; ++i) out[i] = base[i] - l[i] * v[i];
+    else
+      for (int64_t i = 0; i < P; ++i) out[i] = base[i] - a * v[i];
+  }
+
+ private:
+  template <typename U>
+  static std::vector<U> concat(const std::vector<Tensor>& ts) {
+    std::vector<U> out;
+    for (const Tensor& t : ts) {
+      const U* p = t.const_data_ptr<U>();
+      out.insert(out.end(), p, p + t.numel());
+    }
+    return out;
+  }
+};
+
+// One task's loss gradient at theta (both layouts; grad_ext may be null);
+// leaves the activations in `task`.
+template <typename T>
+void task_grad(const Problem& pb, MlpTask<T>& task, const T* theta, const T* ext,
+               const T* yf, const int64_t* yc, int64_t t, T* grad, T* grad_ext) {
+  const int64_t out = pb.shape.width.back();
+  task.forward(theta, ext);
+  task.loss_grad(yf ? yf + t * pb.K * out : nullptr, yc ? yc + t * pb.K : nullptr);
+  task.backward(theta, ext, grad, grad_ext);
+}
+
+template <typename T>
+void forward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
+                    const Tensor& y, int64_t aux_mode,
+                    const std::vector<Tensor>& outs, const Tensor& aux) {
+  const int64_t P = pb.shape.numel, S = pb.steps;
+  const T* xp = x.const_data_ptr<T>();
+  const T* yf = pb.loss == Loss::Mse ? y.const_data_ptr<T>() : nullptr;
+  const int64_t* yc = pb.loss == Loss::Mse ? nullptr : y.const_data_ptr<int64_t>();
+  T* auxp = aux_mode == 0 ? nullptr : aux.mutable_data_ptr<T>();
+  const std::vector<T*> outp = mutable_ptrs<T>(outs);
+  torch::stable::parallel_for(0, pb.T, 1, [&](int64_t begin, int64_t end) {
+    MlpTask<T> task(pb.shape, pb.K, pb.act, pb.loss);
+    // grad, grad_ext, theta, theta_ext (+ slack).  After each update the
+    // nn.Linear copy is rebuilt by transposing, which measured cheaper than
+    // computing every weight gradient in both layouts.
+    std::vector<T> work(4 * P + kSlack);
+    T* grad = work.data();
+    T* grad_ext = grad + P;
+    T* theta = grad_ext + P;
+    T* theta_ext = theta + P;
+    const int64_t in = pb.shape.width.front();
+    for (int64_t t = begin; t < end; ++t) {
+      task.load_x(xp + t * pb.K * in);
+      std::copy(sh.theta0.begin(), sh.theta0.end(), theta);
+      std::copy(sh.theta0_ext.begin(), sh.theta0_ext.end(), theta_ext);
+      // (T, P) gradient sums in the concatenated nn.Linear layout, for the
+      // first-order lr gradient computed in Python.
+      T* gsum = aux_mode == 1 ? auxp + t * P : nullptr;
+      if (gsum) std::fill(gsum, gsum + P, T(0));
+      for (int64_t s = 0; s < S; ++s) {
+        if (aux_mode == 2) std::copy(theta, theta + P, auxp + (t * S + s) * P);
+        task_grad<T>(pb, task, theta, theta_ext, yf, yc, t, grad, gsum ? grad_ext : nullptr);
+        if (gsum)
+          for (int64_t i = 0; i < P; ++i) gsum[i] += grad_ext[i];
+        sh.step(pb, theta, grad, theta);
+        task.to_external(theta, theta_ext);
+      }
+      for (size_t i = 0; i < outp.size(); ++i) {
+        const int64_t n = outs[i].numel() / pb.T;
+        const int64_t off = i % 2 ? pb.shape.b_off[i / 2] : pb.shape.w_off[i / 2];
+        std::copy(theta_ext + off, theta_ext + off + n, outp[i] + t * n);
+      }
+    }
+  });
+}
+
+// Reverse through the unrolled steps: v <- v - H(theta_s)(lr * v) and
+// dlr -= grad(theta_s) * v, from s = S-1 down to 0, per task; then sums over tasks.
+template <typename T>
+void backward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
+                     const Tensor& y, const Tensor& traj,
+                     const std::vector<Tensor>& grad_out,
+                     const std::vector<Tensor>& grad_params,
+                     const std::vector<Tensor>& grad_lr) {
+  const int64_t P = pb.shape.numel, S = pb.steps, T_ = pb.T;
+  const T* xp = x.const_data_ptr<T>();
+  const T* yf = pb.loss == Loss::Mse ? y.const_data_ptr<T>() : nullptr;
+  const int64_t* yc = pb.loss == Loss::Mse ? nullptr : y.const_data_ptr<int64_t>();
+  const T* tp = traj.const_data_ptr<T>();
+  const std::vector<const T*> gop = const_ptrs<T>(grad_out);
+  std::vector<T> per_task(2 * T_ * P);  // (T, P) param grads, then (T, P) lr grads
+  T* vs = per_task.data();
+  T* lrs = vs + T_ * P;
+  torch::stable::parallel_for(0, T_, 1, [&](int64_t begin, int64_t end) {
+    MlpTask<T> task(pb.shape, pb.K, pb.act, pb.loss);
+    // grad, H u, theta, theta_ext, u = -lr * v (+ slack)
+    std::vector<T> work(5 * P + kSlack);
+    const std::vector<T> zeros(P, T(0));
+    T* grad = work.data();
+    T* hu = grad + P;
+    T* theta = hu + P;
+    T* theta_ext = theta + P;
+    T* u = theta_ext + P;
+    const int64_t in = pb.shape.width.front();
+    for (int64_t t = begin; t < end; ++t) {
+      T* v = vs + t * P;
+      T* dlr = lrs + t * P;
+      task.load_x(xp + t * pb.K * in);
+      gather_internal<T>(pb.shape, gop, t, v);
+      std::fill(dlr, dlr + P, T(0));
+      for (int64_t s = S - 1; s >= 0; --s) {
+        const T* saved = tp + (t * S + s) * P;
+        std::copy(saved, saved + P, theta);
+        task.to_external(theta, theta_ext);
+        task_grad<T>(pb, task, theta, theta_ext, yf, yc, t, grad, nullptr);
+        if (pb.meta_sgd)
+          for (int64_t i = 0; i < P; ++i) dlr[i] -= grad[i] * v[i];
+        sh.step(pb, zeros.data(), v, u);  // u = -lr * v
+        task.hvp(theta, theta_ext, u, hu);
+        for (int64_t i = 0; i < P; ++i) v[i] += hu[i];  // v - H (lr v), as u = -lr v
+      }
+    }
+  });
+  // A fixed-order sum over tasks keeps the result independent of the threads.
+  for (int64_t t = 1; t < T_; ++t)
+    for (int64_t i = 0; i < P; ++i) {
+      vs[i] += vs[t * P + i];
+      lrs[i] += lrs[t * P + i];
+    }
+  scatter_external<T>(pb.shape, vs, mutable_ptrs<T>(grad_params), 0);
+  if (pb.meta_sgd) scatter_external<T>(pb.shape, lrs, mutable_ptrs<T>(grad_lr), 0);
+}
+
+std::vector<Tensor> empty_like_each(const std::vector<Tensor>& ts, int64_t lead) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts) {
+    std::vector<int64_t> sz;
+    if (lead > 0) sz.push_back(lead);
+    for (int64_t d = 0; d < t.dim(); ++d) sz.push_back(t.size(d));
+    out.push_back(torch::stable::new_empty(t, sz));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
+    std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
+    double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
+    int64_t aux_mode) {
+  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
+  STD_TORCH_CHECK(aux_mode >= 0 && aux_mode <= 2,
+                  "inner_loop: aux_mode must be 0 (none), 1 (gradient sums) or 2 (trajectory)");
+  std::vector<Tensor> outs = empty_like_each(params, pb.T);
+  std::vector<int64_t> aux_shape{0};
+  if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
+  if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
+  Tensor aux = torch::stable::new_empty(x, aux_shape);
+  if (x.scalar_type() == torch::headeronly::ScalarType::Float)
+    forward_kernel<float>(pb, Shared<float>(pb, params, lr), x, y, aux_mode, outs, aux);
+  else
+    forward_kernel<double>(pb, Shared<double>(pb, params, lr), x, y, aux_mode, outs, aux);
+  return {outs, aux};
+}
+
+std::tuple<std::vector<Tensor>, std::vector<Tensor>> inner_loop_backward_cpu(
+    std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
+    double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
+    Tensor trajectory, std::vector<Tensor> grad_adapted) {
+  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
+  STD_TORCH_CHECK(trajectory.dim() == 3 && trajectory.size(0) == pb.T &&
+                      trajectory.size(1) == pb.steps && trajectory.size(2) == pb.shape.numel,
+                  "inner_loop_backward: trajectory must be (", pb.T, ", ", pb.steps, ", ",
+                  pb.shape.numel, "), got ", shape_str(trajectory));
+  check_float_cpu("trajectory", trajectory, x.scalar_type());
+  STD_TORCH_CHECK(grad_adapted.size() == params.size(),
+                  "inner_loop_backward: expected one gradient per parameter");
+  for (size_t i = 0; i < params.size(); ++i) {
+    check_float_cpu("grad_adapted", grad_adapted[i], x.scalar_type());
+    STD_TORCH_CHECK(grad_adapted[i].dim() == params[i].dim() + 1 &&
+                        grad_adapted[i].size(0) == pb.T &&
+                        grad_adapted[i].numel() == pb.T * params[i].numel(),
+                    "inner_loop_backward: grad_adapted[", i, "] must be (T, *params[", i,
+                    "].shape), got ", shape_str(grad_adapted[i]));
+  }
+  std::vector<Tensor> grad_params = empty_like_each(params, 0);
+  std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
+  if (x.scalar_type() == torch::headeronly::ScalarType::Float)
+    backward_kernel<float>(pb, Shared<float>(pb, params, lr), x, y, trajectory,
+                           grad_adapted, grad_params, grad_lr);
+  else
+    backward_kernel<double>(pb, Shared<double>(pb, params, lr), x, y, trajectory,
+                            grad_adapted, grad_params, grad_lr);
+  return {grad_params, grad_lr};
+}
+
+STABLE_TORCH_LIBRARY_IMPL(mtl_deploy, CPU, m) {
+  m.impl("inner_loop", TORCH_BOX(&inner_loop_cpu));
+  m.impl("inner_loop_backward", TORCH_BOX(&inner_loop_backward_cpu));
+}
+
+}  // namespace mtl_deploy

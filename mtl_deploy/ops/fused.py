@@ -1,0 +1,86 @@
+"""The public kernels: check arguments once, then run the C++ op or the reference.
+
+Which implementation runs is :func:`mtl_deploy.ops.backend`; both give the same
+values and gradients (the test suite holds them to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .checks import ACTIVATIONS, LOSSES, check_inner_loop, check_multihead_linear
+from .loader import backend
+from .reference import inner_loop_reference, multihead_linear_reference
+from .registration import AUX_GRAD_SUMS, AUX_NONE, AUX_TRAJECTORY
+
+
+def inner_loop(
+    params: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    lr: float | Sequence[Tensor],
+    loss: str = "mse",
+    activation: str = "relu",
+    order: int = 2,
+) -> list[Tensor]:
+    """Adapts an MLP to T tasks at once with ``steps`` SGD steps each.
+
+    params: [W1, b1, W2, b2, ...] in nn.Linear layout, shared by all tasks.
+    x: (T, K, in); y: (T, K, out) floats for "mse" or (T, K) int64 for "cross_entropy".
+    lr: a float, or one tensor per parameter shaped like it (Meta-SGD, learnable).
+    Returns the adapted parameters stacked per task, each (T, *p.shape),
+    differentiable in ``params`` and tensor ``lr``: exactly (``order=2``) or with
+    each step's Jacobian taken as the identity (``order=1``, first-order MAML).
+    """
+    if backend() == "reference" or (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
+        # Only the reference differentiates through the data (e.g. a trunk
+        # producing x); the kernel's gradient covers params and lr.
+        return inner_loop_reference(params, x, y, steps=steps, lr=lr, loss=loss, activation=activation, order=order)
+    check_inner_loop(params, x, y, steps, lr, loss, activation, order, check_values=False)
+    lr_list = [] if isinstance(lr, (int, float)) else list(lr)
+    lr_scalar = float(lr) if isinstance(lr, (int, float)) else 0.0
+    aux_mode = AUX_NONE
+    if torch.is_grad_enabled():
+        if order == 2 and any(t.requires_grad for t in (*params, *lr_list)):
+            aux_mode = AUX_TRAJECTORY
+        elif order == 1 and any(a.requires_grad for a in lr_list):
+            aux_mode = AUX_GRAD_SUMS
+    adapted, _ = torch.ops.mtl_deploy.inner_loop(
+        list(params), x, y, lr_list, lr_scalar, steps, LOSSES.index(loss), ACTIVATIONS.index(activation), aux_mode
+    )
+    return list(adapted)
+
+
+def multihead_linear(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor | None = None) -> Tensor:
+    """x (B, D) through heads weight (H, C, D), bias (H, C).
+
+    Returns every head's output (B, H, C), or with ``head_ids`` (B,) int64 each
+    row through its own head (B, C). Differentiable in x, weight and bias.
+    """
+    if backend() == "reference":
+        return multihead_linear_reference(x, weight, bias, head_ids)
+    if head_ids is not None:
+        # The kernel checks every argument itself (RuntimeError naming it).
+        return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
+    # Every head at once is one GEMM against the heads stacked as one Linear
+    # (a view, no copy): the BLAS is the fused kernel here, and calling it
+    # directly saves the custom-op dispatch, which costs more than the whole
+    # product at small B. Arguments are diagnosed only when that call fails.
+    try:
+        if x.dim() == 2 and x.is_contiguous():
+            return _all_heads(x, weight, bias)
+    except (RuntimeError, ValueError, AttributeError):
+        pass
+    check_multihead_linear(x, weight, bias, None)
+    return _all_heads(x, weight, bias)
+
+
+def _all_heads(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    h, c, d = weight.shape
+    return F.linear(x, weight.view(h * c, d), bias.view(h * c)).view(x.shape[0], h, c)  # (B, H, C)
