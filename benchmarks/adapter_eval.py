@@ -9,7 +9,6 @@ Usage: python benchmarks/adapter_eval.py [--presets sinusoid-maml,digits-protone
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,9 @@ import torch
 
 import mtl_deploy
 from mtl_deploy.config import resolve_config
+from mtl_deploy.exporters.latency import median_ms
 from mtl_deploy.meta.train import meta_train_and_save
 from mtl_deploy.runtime import Predictor
-
-
-def median_ms(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def metric(kind, pred, y):
@@ -69,8 +60,8 @@ def main():
                 onnx_scores.append(metric(kind, got, qy))
                 diff = max(diff, float(np.abs(want - got).max()))
                 if t < 50:
-                    torch_ms.append(median_ms(pytorch, 5))
-                    onnx_ms.append(median_ms(onnxruntime, 5))
+                    torch_ms.append(median_ms(pytorch, repeats=5, warmup=1))
+                    onnx_ms.append(median_ms(onnxruntime, repeats=5, warmup=1))
             shape = (f"K={config.meta.shots}" if kind == "regression"
                      else f"{config.meta.ways}-way {config.meta.shots}-shot")
             name = "mse" if kind == "regression" else "accuracy"

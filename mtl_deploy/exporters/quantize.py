@@ -10,14 +10,13 @@ float32 outputs (regression) or the share of rows whose predicted class changes
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.exporters.latency import median_ms
 from mtl_deploy.exporters.verify import check_graph, onnxruntime_session
 
 INT8_FILE = "model.int8.onnx"
@@ -25,17 +24,6 @@ INT8_FILE = "model.int8.onnx"
 
 class QuantizationError(MtlDeployError):
     """int8 changes the outputs more than the bound allows."""
-
-
-def _median_ms(session, feeds: dict, repeats: int = 50) -> float:
-    for _ in range(5):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def output_change(float32: np.ndarray, int8: np.ndarray, kind: str) -> float:
@@ -71,7 +59,7 @@ def add_int8(staging: Path, manifest: dict, rows: np.ndarray, max_error: float) 
     if change[worst] > max_error:
         raise QuantizationError(f"int8 changes output {worst!r} by {change[worst]:.3g} (bound {max_error:g}); "
                                 "no export was written; raise --max-quantization-error or keep float32")
-    latency = {kind: _median_ms(s, feeds) for kind, s in sessions.items()}
+    latency = {kind: median_ms(lambda s=s: s.run(None, feeds), repeats=50, warmup=5) for kind, s in sessions.items()}
     return {"artifact": INT8_FILE, "method": "onnxruntime dynamic quantization, int8 weights",
             "bytes": {"float32": source.stat().st_size, "int8": target.stat().st_size},
             "size_ratio": target.stat().st_size / source.stat().st_size,
