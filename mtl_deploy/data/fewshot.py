@@ -62,21 +62,24 @@ class FewShotFamily:
 
 
 def digits_family(ways: int, shots: int, queries: int) -> FewShotFamily:
-    """scikit-learn's 8x8 digits. Meta-train on digits 0-4, each in four rotations (20
-    classes); meta-validate on a held-out fifth of those classes' images; meta-test on the
-    unseen digits 5-9 (upright)."""
+    """scikit-learn's 8x8 digits, each digit in four rotations a class of its own (as
+    Omniglot's characters are). Meta-train on digits 0-4 (20 classes), meta-validate on a
+    held-out fifth of those classes' images, meta-test on the unseen digits 5-9 (20 classes)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.tensor(digits.target)
-    seen = labels < 5
-    rotated = torch.cat([torch.rot90(images[seen], k, dims=(2, 3)) for k in range(4)])
-    rotated_labels = torch.cat([labels[seen] + 10 * k for k in range(4)])  # class = digit + 10 * quarter turns
-    held_out = torch.rand(len(rotated), generator=torch.Generator().manual_seed(0)) < 0.2
-    train = ClassEpisodes(rotated[~held_out], rotated_labels[~held_out])
-    val = ClassEpisodes(rotated[held_out], rotated_labels[held_out])
-    test = ClassEpisodes(images[~seen], labels[~seen])
+
+    def rotations(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([torch.rot90(images[keep], k, dims=(2, 3)) for k in range(4)])
+        return x, torch.cat([labels[keep] + 10 * k for k in range(4)])  # class = digit + 10 * quarter turns
+
+    seen_x, seen_y = rotations(labels < 5)
+    held_out = torch.rand(len(seen_x), generator=torch.Generator().manual_seed(0)) < 0.2
+    train = ClassEpisodes(seen_x[~held_out], seen_y[~held_out])
+    val = ClassEpisodes(seen_x[held_out], seen_y[held_out])
+    test = ClassEpisodes(*rotations(labels >= 5))
     samplers = {name: ClassSampler(s, ways, shots, queries) for name, s in zip(SPLITS, (train, val, test))}
     return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, (1, 8, 8), train.x)
 

@@ -19,7 +19,7 @@ from mtl_deploy.meta.learners import GradientLearner, make_learner
 from mtl_deploy.meta.metric import metric_logits
 from mtl_deploy.meta.model import FewShotModel
 
-DIVERGED = 1e6  # a query loss above this (or non-finite) counts as a diverged task
+EXPLODED = 10.0  # a task whose query loss ends above 10x its unadapted loss (or non-finite) diverged
 SCRATCH_STEPS = 100
 
 
@@ -35,8 +35,12 @@ class EvalRow:
     episodes: int
 
 
-def summarize(method: str, steps: str, metric: str, values: torch.Tensor, losses: torch.Tensor) -> EvalRow:
-    diverged = ~torch.isfinite(losses) | (losses > DIVERGED)
+def summarize(method: str, steps: str, metric: str, values: torch.Tensor, losses: torch.Tensor,
+              unadapted: torch.Tensor | None = None) -> EvalRow:
+    """Mean ± 95% CI and median over the tasks that did not diverge (counted apart)."""
+    diverged = ~torch.isfinite(losses)
+    if unadapted is not None:
+        diverged |= losses > EXPLODED * unadapted
     kept = values[~diverged].double()
     n = len(kept)
     std = float(kept.std()) if n > 1 else 0.0
@@ -59,13 +63,14 @@ def evaluate_adapted(method: str, model: FewShotModel, episodes: Episodes, steps
                      head_only: bool) -> list[EvalRow]:
     """Rows for a gradient-adapted model at each step count, all episodes batched."""
     metric = "mse" if model.task.kind == "regression" else "accuracy"
-    rows = []
-    for count in steps:
+
+    def scores(count: int):
         params = adapt_params(model, episodes.support_x, episodes.support_y, steps=count, lr=lr, order=1,
                               head_only=head_only)
-        outputs = predict_with(model, params, episodes.query_x, head_only)
-        rows.append(summarize(method, str(count), metric, *per_task_scores(model, outputs, episodes.query_y)))
-    return rows
+        return per_task_scores(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y)
+
+    unadapted = scores(0)[1]
+    return [summarize(method, str(count), metric, *scores(count), unadapted) for count in steps]
 
 
 def fresh_like(model: FewShotModel) -> FewShotModel:
