@@ -3,13 +3,12 @@ graph (`export(..., format="adapter")`) adapts on the support set inside the gra
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from mtl_deploy.errors import InputError
-from mtl_deploy.runtime.predictor import session_for
+from mtl_deploy.runtime.predictor import read_export_manifest, session_for
 
 
 class FewShotAdapter:
@@ -17,10 +16,7 @@ class FewShotAdapter:
 
     def __init__(self, export_dir: str | Path, threads: int | None = None):
         export_dir = Path(export_dir)
-        manifest_path = export_dir / "manifest.json"
-        if not manifest_path.is_file():
-            raise InputError(f"{export_dir} is not an adapter export: it has no manifest.json")
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = read_export_manifest(export_dir)
         if self.manifest.get("format") != "mtl_deploy.adapter":
             raise InputError(f"{export_dir} is not an adapter export; export with --format adapter")
         self.session = session_for(export_dir / self.manifest["artifact"], threads)

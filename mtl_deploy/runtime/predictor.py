@@ -27,6 +27,17 @@ def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def read_export_manifest(export_dir: Path) -> dict:
+    """The manifest.json of an export directory (numpy-and-json only, no torch)."""
+    manifest_path = export_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
+    try:
+        return json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{manifest_path} is corrupt ({err}); export again") from None
+
+
 class Predictor:
     """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array.
     On an adapter export, `Predictor(adapter_dir).adapt(support_x, support_y)` returns a
@@ -34,10 +45,7 @@ class Predictor:
 
     def __init__(self, export_dir: str | Path, threads: int | None = None):
         export_dir = Path(export_dir)
-        manifest_path = export_dir / "manifest.json"
-        if not manifest_path.is_file():
-            raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = read_export_manifest(export_dir)
         self.export_dir = export_dir
         if self.manifest.get("format") == "mtl_deploy.adapter":
             from mtl_deploy.runtime.adapter import FewShotAdapter  # it builds on this module's session_for
