@@ -175,12 +175,7 @@ def case_a(s: Settings, compiled: dict):
     detached = [p.detach() for p in params]
     rows["adapt", "vmap(grad)"] = median_time(lambda: vm(detached, xs, ys), s)
     if s.compile:
-        if "a" not in compiled:
-            start = time.perf_counter()
-            compiled["a"] = torch.compile(vm)
-            compiled["a"](detached, xs, ys)
-            compiled["a compile s"] = time.perf_counter() - start
-        rows["adapt", "torch.compile(vmap)"] = median_time(lambda: compiled["a"](detached, xs, ys), s)
+        rows["adapt", "torch.compile(vmap)"] = time_compiled(compiled, "a", vm, (detached, xs, ys), s)
 
     def meta(adapt_fn):
         """Meta-gradient of the summed query losses, all through autograd."""
@@ -242,13 +237,19 @@ def case_b(s: Settings, compiled: dict):
     rows["adapt", "loop + autograd.grad"] = median_time(lambda: loop_adapt(head, x, y, steps, lr, "cross_entropy"), s)
     rows["adapt", "vmap(grad)"] = median_time(lambda: vm(detached, x, y), s)
     if s.compile:
-        if "b" not in compiled:
-            start = time.perf_counter()
-            compiled["b"] = torch.compile(vm)
-            compiled["b"](detached, x, y)
-            compiled["b compile s"] = time.perf_counter() - start
-        rows["adapt", "torch.compile(vmap)"] = median_time(lambda: compiled["b"](detached, x, y), s)
+        rows["adapt", "torch.compile(vmap)"] = time_compiled(compiled, "b", vm, (detached, x, y), s)
     return rows, {"adapt": adapt_flops([d, ways], t, ways * shots, steps)}
+
+
+def time_compiled(compiled: dict, key: str, fn, args: tuple, s) -> float:
+    """Median time of torch.compile(fn)(*args); the compile itself is timed once, apart,
+    under compiled[key + " compile s"]."""
+    if key not in compiled:
+        start = time.perf_counter()
+        compiled[key] = torch.compile(fn)
+        compiled[key](*args)
+        compiled[f"{key} compile s"] = time.perf_counter() - start
+    return median_time(lambda: compiled[key](*args), s)
 
 
 def routed_variants(x, w, b, ids):

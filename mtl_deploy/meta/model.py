@@ -69,8 +69,7 @@ class FewShotModel(nn.Module):
         return [self.task.name]
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.normalize.mean.copy_(mean.reshape(self.normalize.mean.shape))
-        self.normalize.std.copy_(std.reshape(self.normalize.std.shape))
+        self.normalize.set(mean, std)
 
     def adapted_parameters(self) -> list[nn.Parameter]:
         """What the inner loop adapts, in nn.Linear [W1, b1, W2, b2, ...] order: the whole

@@ -24,6 +24,11 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.zeros(stat_shape) if mean is None else mean.reshape(stat_shape).float())
         self.register_buffer("std", torch.ones(stat_shape) if std is None else std.reshape(stat_shape).float())
 
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the statistics (computed on a training split) in place."""
+        self.mean.copy_(mean.reshape(self.mean.shape))
+        self.std.copy_(std.reshape(self.std.shape))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
@@ -48,8 +53,7 @@ class MultiTaskBase(nn.Module):
         return [t.name for t in self.tasks]
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.normalize.mean.copy_(mean.reshape(self.normalize.mean.shape))
-        self.normalize.std.copy_(std.reshape(self.normalize.std.shape))
+        self.normalize.set(mean, std)
 
     def task_heads(self, width: int) -> nn.ModuleDict:
         """One linear head per task on `width` features."""
