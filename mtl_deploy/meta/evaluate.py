@@ -69,8 +69,8 @@ def evaluate_adapted(method: str, model: FewShotModel, episodes: Episodes, steps
                               head_only=head_only)
         return per_task_scores(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y)
 
-    unadapted = scores(0)[1]
-    return [summarize(method, str(count), metric, *scores(count), unadapted) for count in steps]
+    results = {count: scores(count) for count in {0, *steps}}  # 0 steps: the divergence reference
+    return [summarize(method, str(count), metric, *results[count], results[0][1]) for count in steps]
 
 
 def fresh_like(model: FewShotModel) -> FewShotModel:
