@@ -62,26 +62,28 @@ class FewShotFamily:
 
 
 def digits_family(ways: int, shots: int, queries: int) -> FewShotFamily:
-    """scikit-learn's 8x8 digits, each digit in four rotations a class of its own (as
-    Omniglot's characters are). Meta-train on digits 0-4 (20 classes), meta-validate on a
-    held-out fifth of those classes' images, meta-test on the unseen digits 5-9 (20 classes)."""
+    """scikit-learn's 8x8 digits, each digit in eight orientations (four quarter turns, each
+    also mirrored), each orientation a class of its own (as Omniglot's characters are).
+    Disjoint class splits: meta-train on digits 0-3 (32 classes), meta-validate on digit 4
+    (8 classes), meta-test on the unseen digits 5-9 (40 classes)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.tensor(digits.target)
-
-    def rotations(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([torch.rot90(images[keep], k, dims=(2, 3)) for k in range(4)])
-        return x, torch.cat([labels[keep] + 10 * k for k in range(4)])  # class = digit + 10 * quarter turns
-
-    seen_x, seen_y = rotations(labels < 5)
-    held_out = torch.rand(len(seen_x), generator=torch.Generator().manual_seed(0)) < 0.2
-    train = ClassEpisodes(seen_x[~held_out], seen_y[~held_out])
-    val = ClassEpisodes(seen_x[held_out], seen_y[held_out])
-    test = ClassEpisodes(*rotations(labels >= 5))
-    samplers = {name: ClassSampler(s, ways, shots, queries) for name, s in zip(SPLITS, (train, val, test))}
-    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, (1, 8, 8), train.x)
+    orientations = [(turns, mirror) for mirror in (False, True) for turns in range(4)]
+    xs, ys = [], []
+    for index, (turns, mirror) in enumerate(orientations):
+        turned = torch.rot90(images, turns, dims=(2, 3))
+        xs.append(turned.flip(3) if mirror else turned)
+        ys.append(labels + 10 * index)  # class = digit + 10 * orientation
+    x, y = torch.cat(xs), torch.cat(ys)
+    digit_classes = [[d + 10 * i for i in range(len(orientations))] for d in range(10)]
+    parts = (sum(digit_classes[:4], []), digit_classes[4], sum(digit_classes[5:], []))
+    samplers = {name: ClassSampler(ClassEpisodes(x, y, classes), ways, shots, queries)
+                for name, classes in zip(SPLITS, parts)}
+    train_rows = x[torch.isin(y, torch.tensor(parts[0]))]
+    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, (1, 8, 8), train_rows)
 
 
 def labelled_family(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, queries: int,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtl_deploy.meta.gradient_based import adapts_whole_network
+from mtl_deploy.errors import InputError
+from mtl_deploy.meta.gradient_based import adapts_through_functional, adapts_whole_network
 from mtl_deploy.meta.model import FewShotModel, matching_log_probs, squared_distances
 
 METRIC = ("protonet", "matching")
@@ -71,6 +72,9 @@ class AdapterGraph(nn.Module):
         self.model = model.eval()
         self.algorithm = model.adaptation["algorithm"]
         self.steps = steps
+        if self.algorithm not in (*METRIC, "anil") and adapts_through_functional(model, False):
+            raise InputError(f"an adapter graph writes out the gradient steps of an MLP; this {self.algorithm} model "
+                             "adapts a whole ConvNet: adapt it with mtl_deploy.adapt and export the adapted model")
         self.whole_network = self.algorithm not in (*METRIC, "anil") and adapts_whole_network(model, False)
         if self.algorithm not in METRIC:
             layers = model.adapted_parameters() if self.whole_network else model.adapted_parameters()[-2:]

@@ -100,14 +100,13 @@ def pretrained_baseline(family: FewShotFamily, like: FewShotModel, meta: MetaCon
         return model.eval()
     pooled = sampler.episodes
     classifier = torch.nn.Linear(model.trunk.out_features, len(pooled.classes))
-    labels = torch.empty(len(pooled.x), dtype=torch.int64)
-    for index, rows in enumerate(pooled.rows.values()):
-        labels[rows] = index
+    rows = torch.cat(list(pooled.rows.values()))  # the meta-training classes' rows only
+    labels = torch.cat([torch.full((len(r),), i) for i, r in enumerate(pooled.rows.values())])
     optimizer = torch.optim.Adam([*model.parameters(), *classifier.parameters()], lr=1e-3)
     for _ in range(iterations):
-        rows = torch.randint(len(pooled.x), (64,), generator=generator)
+        batch = torch.randint(len(rows), (64,), generator=generator)
         optimizer.zero_grad()
-        F.cross_entropy(classifier(model.embed(pooled.x[rows])), labels[rows]).backward()
+        F.cross_entropy(classifier(model.embed(pooled.x[rows[batch]])), labels[batch]).backward()
         optimizer.step()
     with torch.no_grad():
         model.head.weight.zero_()

@@ -1,10 +1,11 @@
 """The functional core of the gradient-based learners: MAML (second order), first-order
-MAML, Meta-SGD, ANIL and Reptile all adapt with `mtl_deploy.ops.inner_loop`, batched over
-the tasks of a meta-batch.
+MAML, Meta-SGD, ANIL and Reptile share one inner loop, batched over the tasks of a
+meta-batch.
 
-What is adapted follows `FewShotModel.adapted_parameters`: the whole network when it is an
-MLP (the fused kernel runs it), the linear head alone otherwise or for ANIL (trunk features
-are computed once per task and the head adapts on them).
+What is adapted follows `FewShotModel.adapted_parameters`. A whole MLP, or a linear head
+on trunk features computed once per task (ANIL), runs in `mtl_deploy.ops.inner_loop`
+(the fused kernel). A whole network of any other kind (a ConvNet) runs in
+`functional_inner_loop`: torch.func's per-task gradients, vmapped over the tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,45 @@ from mtl_deploy.ops.reference import mlp_forward
 
 
 def adapts_whole_network(model: FewShotModel, head_only: bool) -> bool:
+    """True when the fused kernel adapts the whole MLP, not a head on trunk features."""
     return not head_only and isinstance(model.trunk, MLPTrunk) and len(model.adapted_parameters()) > 2
+
+
+def adapts_through_functional(model: FewShotModel, head_only: bool) -> bool:
+    """True when a whole non-MLP network adapts, through `functional_inner_loop`."""
+    return not head_only and not isinstance(model.trunk, MLPTrunk)
+
+
+def _network(model: FewShotModel) -> torch.nn.Module:
+    """Trunk then head as one module, whose parameters are `model.adapted_parameters()`."""
+    return torch.nn.Sequential(model.trunk, model.head)
+
+
+def functional_inner_loop(model: FewShotModel, x: torch.Tensor, y: torch.Tensor, *, steps: int,
+                          lr: float | list[torch.Tensor], order: int) -> list[torch.Tensor]:
+    """`steps` SGD steps of the whole network per task on normalised inputs x (T, K, ...),
+    as `ops.inner_loop` does for an MLP: each task's parameters (T, *p.shape), second order
+    (gradients through every step) or first order (each step's gradient a constant)."""
+    network = _network(model)
+    names = [name for name, _ in network.named_parameters()]
+    loss_name = _loss_name(model)
+
+    def task_loss(params: dict, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        out = torch.func.functional_call(network, params, (inputs,))
+        if loss_name == "mse":
+            return (out - targets).pow(2).mean()
+        return F.cross_entropy(out, targets)
+
+    task_gradients = torch.func.vmap(torch.func.grad(task_loss))
+    t = x.shape[0]
+    thetas = {n: p.unsqueeze(0).expand(t, *p.shape) for n, p in zip(names, model.adapted_parameters())}
+    rates = dict(zip(names, lr)) if isinstance(lr, list) else dict.fromkeys(names, lr)
+    second_order = order == 2 and torch.is_grad_enabled()
+    for _ in range(steps):
+        inputs = thetas if second_order else {n: th.detach() for n, th in thetas.items()}
+        grads = task_gradients(inputs, x, y)
+        thetas = {n: th - rates[n] * (grads[n] if second_order else grads[n].detach()) for n, th in thetas.items()}
+    return [th.contiguous() for th in thetas.values()]
 
 
 def _loss_name(model: FewShotModel) -> str:
@@ -38,10 +77,12 @@ def _activation(model: FewShotModel) -> str:
 
 
 def inner_inputs(model: FewShotModel, x: torch.Tensor, head_only: bool) -> torch.Tensor:
-    """(T, K, *input_shape) -> what the adapted layers see: normalised flat inputs for a
-    whole MLP, trunk features for a head (computed once, shared by every step)."""
+    """(T, K, *input_shape) -> what the adapted layers see: normalised inputs for a whole
+    network (flattened for an MLP), trunk features for a head (computed once per task)."""
     t, k = x.shape[:2]
     flat = x.reshape(t * k, *x.shape[2:])
+    if adapts_through_functional(model, head_only):
+        return model.normalize(flat).reshape(x.shape)  # (T, K, *input_shape)
     if adapts_whole_network(model, head_only):
         return model.normalize(flat).reshape(t, k, -1)  # (T, K, D)
     return model.embed(flat).reshape(t, k, -1)  # (T, K, F)
@@ -58,6 +99,9 @@ def adapt_params(model: FewShotModel, support_x: torch.Tensor, support_y: torch.
     learned per-element learning rates instead of `lr`."""
     params = adapted_layers(model, head_only)
     rates = lr if model.inner_lrs is None else list(model.inner_lrs)[-len(params):]
+    if adapts_through_functional(model, head_only):
+        return functional_inner_loop(model, inner_inputs(model, support_x, head_only), support_y, steps=steps,
+                                     lr=rates, order=order)
     activation = _activation(model) if adapts_whole_network(model, head_only) else "relu"
     return ops.inner_loop(params, inner_inputs(model, support_x, head_only), support_y, steps=steps, lr=rates,
                           loss=_loss_name(model), activation=activation, order=order)
@@ -66,6 +110,11 @@ def adapt_params(model: FewShotModel, support_x: torch.Tensor, support_y: torch.
 def predict_with(model: FewShotModel, params: list[torch.Tensor], x: torch.Tensor, head_only: bool = False):
     """Outputs (T, Q, out) of each task's adapted parameters on its inputs x (T, Q, ...)."""
     features = inner_inputs(model, x, head_only)
+    if adapts_through_functional(model, head_only):
+        network = _network(model)
+        names = [name for name, _ in network.named_parameters()]
+        forward = torch.func.vmap(lambda p, inputs: torch.func.functional_call(network, p, (inputs,)))
+        return forward(dict(zip(names, params)), features)
     activation = _activation(model) if adapts_whole_network(model, head_only) else "relu"
     return mlp_forward(params, features, activation)
 

@@ -72,14 +72,17 @@ class FewShotModel(nn.Module):
         self.normalize.set(mean, std)
 
     def adapted_parameters(self) -> list[nn.Parameter]:
-        """What the inner loop adapts, in nn.Linear [W1, b1, W2, b2, ...] order: the whole
-        MLP (trunk + head) when the trunk is an MLP, else the head alone."""
+        """What the inner loop adapts: the whole network, the head's weight and bias last.
+        An MLP in nn.Linear [W1, b1, W2, b2, ...] order (the fused kernel's); any other
+        trunk in its own parameter order; only the head when the MLP has dropout."""
         if self.head is None:
             return []
-        if isinstance(self.trunk, MLPTrunk) and self.trunk.dropout == 0:
+        if isinstance(self.trunk, MLPTrunk):
+            if self.trunk.dropout > 0:
+                return [self.head.weight, self.head.bias]
             layers = [m for m in self.trunk.layers if isinstance(m, nn.Linear)] + [self.head]
             return [p for layer in layers for p in (layer.weight, layer.bias)]
-        return [self.head.weight, self.head.bias]
+        return [*self.trunk.parameters(), self.head.weight, self.head.bias]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self.normalize(x))

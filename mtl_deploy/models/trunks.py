@@ -47,27 +47,35 @@ class MLPTrunk(nn.Module):
 
 
 class ConvTrunk(nn.Module):
-    """Conv(3x3) -> BatchNorm -> ReLU -> MaxPool blocks, then global average pooling:
-    (B, C, H, W) -> (B, channels[-1]). The block of the MAML/ProtoNet literature."""
+    """Conv(3x3) -> BatchNorm (norm "batch"; "none" leaves it out) -> ReLU -> MaxPool blocks, then flattened:
+    (B, C, H, W) -> (B, channels[-1] * H' * W'), the ConvNet of the MAML/ProtoNet literature.
+    Flattening keeps where a stroke is, which tells a digit from its rotations; global
+    average pooling would throw that away."""
 
-    def __init__(self, in_channels: int, channels: list[int]):
+    def __init__(self, in_channels: int, channels: list[int], image_size: tuple[int, int], norm: str = "batch"):
         super().__init__()
         if not channels:
             raise ValueError("a ConvNet trunk needs at least one block")
-        self.in_channels, self.channels = in_channels, list(channels)
+        if norm not in ("batch", "none"):
+            raise ValueError(f"unknown conv norm {norm!r}; use 'batch' or 'none'")
+        self.in_channels, self.channels, self.image_size, self.norm = in_channels, list(channels), tuple(image_size), norm
         blocks: list[nn.Module] = []
         width = in_channels
         for size in channels:
-            blocks += [nn.Conv2d(width, size, 3, padding=1), nn.BatchNorm2d(size), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
+            blocks += [nn.Conv2d(width, size, 3, padding=1), *([nn.BatchNorm2d(size)] if norm == "batch" else []),
+                       nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)]
             width = size
         self.blocks = nn.Sequential(*blocks)
-        self.out_features = width
+        height, width_px = self.image_size
+        for _ in channels:  # each ceil-mode 2x2 pool halves the map, rounding up
+            height, width_px = -(-height // 2), -(-width_px // 2)
+        self.out_features = width * height * width_px
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).mean(dim=(2, 3))
+        return self.blocks(x).flatten(1)
 
     def config(self) -> dict:
-        return {"type": "conv", "in_channels": self.in_channels, "channels": self.channels}
+        return {"type": "conv", "in_channels": self.in_channels, "channels": self.channels, "norm": self.norm}
 
 
 def build_trunk(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
@@ -79,5 +87,6 @@ def build_trunk(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
     if kind == "conv":
         if len(input_shape) != 3:
             raise ValueError(f"a conv trunk takes (channels, height, width) input, got input shape {input_shape}")
-        return ConvTrunk(input_shape[0], list(config.get("channels", [32, 32, 32])))
+        return ConvTrunk(input_shape[0], list(config.get("channels", [32, 32, 32])), input_shape[1:],
+                         config.get("norm", "batch"))
     raise ValueError(f"unknown trunk type {kind!r}; use 'mlp' or 'conv'")

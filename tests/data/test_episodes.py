@@ -48,11 +48,13 @@ def test_sinusoid_follows_the_maml_paper():
     assert y.abs().max() <= 5 and y.abs().amax(dim=(1, 2)).min() < 0.5  # amplitudes span [0.1, 5]
 
 
-def test_digits_test_classes_are_unseen_digits():
+def test_digits_splits_are_disjoint_digits():
     family = fewshot_family("digits", ways=5, shots=1, queries=2)
-    train, test = family.samplers["train"].episodes.classes, family.samplers["test"].episodes.classes
-    assert len(train) == len(test) == 20  # five digits in four rotations each
-    assert all(c % 10 < 5 for c in train) and all(c % 10 >= 5 for c in test)
+    train, val, test = (family.samplers[s].episodes.classes for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (32, 8, 40)  # digits 0-3, 4 and 5-9 in eight orientations each
+    assert {c % 10 for c in train} == {0, 1, 2, 3} and {c % 10 for c in val} == {4}
+    assert {c % 10 for c in test} == {5, 6, 7, 8, 9}
+    assert len(family.train_rows) == sum(len(r) for r in family.samplers["train"].episodes.rows.values())
 
 
 def test_npz_and_image_folder_families(tmp_path):

@@ -83,3 +83,10 @@ def test_adapter_refuses_bad_support_sets(adapter):
 def test_adapter_needs_a_meta_learned_model(checkpoint_dir, tmp_path):
     with pytest.raises(InputError, match="not meta-learned"):
         mtl_deploy.export(checkpoint_dir, tmp_path / "a", format="adapter")
+
+
+def test_adapter_refuses_a_whole_convnet(tmp_path):
+    meta_train_and_save(brief_config("maml-conv"), tmp_path / "ckpt", progress=False)
+    with pytest.raises(InputError, match="adapts a whole ConvNet"):
+        mtl_deploy.export(tmp_path / "ckpt", tmp_path / "adapter", format="adapter")
+    assert not (tmp_path / "adapter").exists()

@@ -51,10 +51,11 @@ def test_bad_support_files(tmp_path):
     assert code == 2 and "comma-separated integers" in out
 
 
-def test_whole_network_algorithms_need_an_mlp_trunk(tmp_path):
+def test_whole_network_algorithms_refuse_a_batch_norm_convnet(tmp_path):
     import json
 
     config = {"meta": {"algorithm": "maml", "family": "digits"}, "model": {"trunk": {"type": "conv"}}}
     (tmp_path / "c.json").write_text(json.dumps(config))
     code, out = invoke("train", tmp_path / "c.json", "--out", tmp_path / "o")
-    assert code == 2 and "needs an MLP trunk" in out and not (tmp_path / "o").exists()
+    assert code == 2 and 'model.trunk.norm to "none"' in out
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
