@@ -27,16 +27,21 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise MtlDeployError(f"cannot write to {path.parent} ({err.strerror}); choose a writable output path") from None
     try:
         yield staging
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        replace_directory(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def replace_directory(source: Path, path: Path) -> None:
+    """Move the complete directory `source` to `path`, retiring whatever was there."""
+    if path.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, retired / path.name)
+        os.replace(source, path)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(source, path)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -40,24 +40,29 @@ def save(model: nn.Module, path: str | Path, *, sample_inputs: torch.Tensor | No
     once the new one is complete). `info` (JSON-serialisable) goes into the manifest."""
     if not hasattr(model, "config"):
         raise InputError(f"{type(model).__name__} has no config(); save a model built by mtl_deploy")
-    config = model.config()
     with atomic_directory(path) as staging:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, staging / WEIGHTS)
-        files = {WEIGHTS: sha256_file(staging / WEIGHTS)}
-        if sample_inputs is not None:
-            save_file({"x": sample_inputs.detach().float().contiguous()}, staging / INPUTS)
-            files[INPUTS] = sha256_file(staging / INPUTS)
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "library_version": __version__, "torch_version": torch.__version__,
-            "architecture": config, "tasks": config["tasks"], "input_shape": config["input_shape"],
-            "normalization": _normalization(model),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "content_hash": files[WEIGHTS], "files": files, "info": info,
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_checkpoint(model, staging, sample_inputs=sample_inputs, **info)
     return Path(path)
+
+
+def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs: torch.Tensor | None = None, **info) -> None:
+    """The checkpoint files of `model` in the existing `directory` (not atomic: `save` is)."""
+    config = model.config()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, directory / WEIGHTS)
+    files = {WEIGHTS: sha256_file(directory / WEIGHTS)}
+    if sample_inputs is not None:
+        save_file({"x": sample_inputs.detach().float().contiguous()}, directory / INPUTS)
+        files[INPUTS] = sha256_file(directory / INPUTS)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "library_version": __version__, "torch_version": torch.__version__,
+        "architecture": config, "tasks": config["tasks"], "input_shape": config["input_shape"],
+        "normalization": _normalization(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "content_hash": files[WEIGHTS], "files": files, "info": info,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _normalization(model: nn.Module) -> dict | None:

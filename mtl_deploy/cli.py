@@ -7,13 +7,14 @@ Ctrl-C exits 130 with any previous artifact left intact.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.errors import InputError, MtlDeployError
 
 EXPORT_EXTRA = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -21,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 @contextlib.contextmanager
-def user_errors():
+def user_errors(interrupted: str = "interrupted: nothing was written; any previous artifact is intact"):
     """Turn library errors into one line on stderr and the matching exit code."""
     try:
         yield
@@ -35,7 +36,7 @@ def user_errors():
                    err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: nothing was written; any previous artifact is intact", err=True)
+        typer.echo(interrupted, err=True)
         raise typer.Exit(130) from None
 
 
@@ -46,26 +47,34 @@ def _progress() -> bool:
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Argument(help="JSON run config (sections data, model, train; or meta, model).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")] = Path("checkpoint"),
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write: checkpoint, config, metrics log, curves.")] = Path("checkpoint"),
     preset: Annotated[Optional[str], typer.Option(help="A shipped config instead of CONFIG, e.g. synthetic-related or sinusoid-maml.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data file (.csv or .npz) overriding data.path.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs (multi-task runs).")] = None,
     iterations: Annotated[Optional[int], typer.Option(min=1, help="Override meta.iterations (meta-learning runs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between saved training states.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last saved state.")] = None,
 ):
     """Train a multi-task model or meta-train a few-shot model, and write a checkpoint.
+    Under torchrun, every process runs this command and takes its share of each batch.
 
     Example: mtl-deploy train --preset synthetic-related --out runs/ckpt
     """
-    with user_errors():
-        from mtl_deploy.config import resolve_config
+    out = resume if resume is not None and out == Path("checkpoint") else out
+    with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}"):
+        if resume is not None and resume != out:
+            raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
         from mtl_deploy.report import training_summary
-        from mtl_deploy.training import train_to_checkpoint
+        from mtl_deploy.training import run_config, train_to_checkpoint
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
-                     "meta.iterations": iterations, "meta.seed": seed}
-        fitted = train_to_checkpoint(resolve_config(config, preset, overrides), out, _progress())
-        typer.echo(training_summary(fitted))
-        typer.echo(f"checkpoint: {out}")
+                     "meta.iterations": iterations, "meta.seed": seed, "train.checkpoint_every": checkpoint_every,
+                     "meta.checkpoint_every": checkpoint_every}
+        run = run_config(config, preset, overrides, out, resume is not None)
+        fitted = train_to_checkpoint(run, out, _progress(), resume is not None)
+        if os.environ.get("RANK", "0") == "0":
+            typer.echo(training_summary(fitted))
+            typer.echo(f"checkpoint: {out}")
 
 
 @app.command()
@@ -99,7 +108,6 @@ def evaluate(
     Example: mtl-deploy evaluate runs/maml --episodes 600 --steps 0,1,10
     """
     with user_errors():
-        from mtl_deploy.errors import InputError
         from mtl_deploy.meta.adapt import evaluate_checkpoint
         from mtl_deploy.report import evaluation_table
 
@@ -195,7 +203,6 @@ def analyze(
     """
     with user_errors():
         from mtl_deploy.config import resolve_config
-        from mtl_deploy.errors import InputError
         from mtl_deploy.mtl.relations import analyze as analyze_relations
 
         if (data is None) == (preset is None):

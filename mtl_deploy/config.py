@@ -46,6 +46,7 @@ class TrainConfig:
     weighting_options: dict = field(default_factory=dict)  # e.g. {"alpha": 1.5} for gradnorm
     aggregation: str = "none"  # none (back-propagate the weighted sum), or a method of mtl.aggregate
     aggregation_options: dict = field(default_factory=dict)  # e.g. {"c": 0.5} for cagrad
+    checkpoint_every: int = 200  # minibatch steps between saved training states (for --resume)
     seed: int = 0
 
 
@@ -70,6 +71,7 @@ class MetaConfig:
     iterations: int = 10000
     val_every: int = 500
     val_tasks: int = 200
+    checkpoint_every: int = 500  # steps between saved training states (for --resume)
     seed: int = 0
 
 
@@ -111,8 +113,8 @@ def config_from_dict(data: dict, label: str = "config") -> RunConfig:
         raise InputError(f"{label}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
     sections = {}
     for name, cls in SECTIONS.items():
-        if name == "meta" and name not in data:
-            continue  # no [meta] section: a multi-task run
+        if name == "meta" and data.get(name) is None:
+            continue  # no (or a null) [meta] section: a multi-task run
         values = data.get(name, {})
         if not isinstance(values, dict):
             raise InputError(f"{label}: section [{name}] must be a JSON object")
@@ -142,7 +144,11 @@ def resolve_config(config_path: str | Path | None = None, preset: str | None = N
             raise InputError(f"config file {label!r} does not exist; check the path or use --preset")
         text = Path(config_path).read_text()
     data = _parse_json(text, label)
-    config = config_from_dict(data, label)
+    return apply_overrides(config_from_dict(data, label), overrides)
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
+    """Set {"section.field": value} in place, skipping None values and absent sections."""
     for key, value in (overrides or {}).items():
         if value is None:
             continue

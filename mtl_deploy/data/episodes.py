@@ -31,6 +31,12 @@ class Episodes:
     def tasks(self) -> int:
         return self.support_x.shape[0]
 
+    @classmethod
+    def concat(cls, parts: list["Episodes"]) -> "Episodes":
+        """The tasks of `parts`, in order, as one batch."""
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                     ("support_x", "support_y", "query_x", "query_y")))
+
     def task(self, i: int) -> "Episodes":
         """Task i alone, as a batch of one."""
         s = slice(i, i + 1)

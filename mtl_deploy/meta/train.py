@@ -1,6 +1,7 @@
 """Meta-training: sample a meta-batch of tasks, take one outer optimiser step on the
 learner's meta-gradient, validate on held-out tasks now and then, keep the best weights,
-and write a checkpoint whose manifest carries the algorithm and its hyper-parameters."""
+and write a checkpoint whose manifest carries the algorithm and its hyper-parameters.
+Runs data-parallel under torchrun and resumes from its saved state."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ import torch
 from tqdm.auto import tqdm
 
 from mtl_deploy import ops
-from mtl_deploy.checkpoint import save
+from mtl_deploy.checkpoint import write_checkpoint
 from mtl_deploy.config import MetaConfig, RunConfig
 from mtl_deploy.data.dataset import normalization_stats
+from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.data.fewshot import FewShotFamily, fewshot_family
+from mtl_deploy.distributed import Group, task_generator
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.learners import make_learner
 from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.records import RunDirectory
+from mtl_deploy.resume import TrainingState, write_state
 
 
 @dataclass
@@ -42,9 +47,10 @@ def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotMode
     learner = make_learner(config.meta)
     meta = config.meta
     whole_network = meta.algorithm in ("maml", "fomaml", "metasgd", "reptile")
-    if whole_network and config.model.trunk.get("type", "mlp") != "mlp":
-        raise InputError(f"{meta.algorithm} adapts the whole network, which needs an MLP trunk; "
-                         "use anil, protonet or matching with a conv trunk")
+    trunk = config.model.trunk
+    if whole_network and trunk.get("type", "mlp") == "conv" and trunk.get("norm", "batch") != "none":
+        raise InputError(f"{meta.algorithm} adapts the whole network, and a conv trunk's batch norm cannot be "
+                         "adapted per task; set model.trunk.norm to \"none\" (or use anil, protonet or matching)")
     adaptation = {"algorithm": meta.algorithm, "inner_lr": meta.inner_lr, "adapt_steps": meta.adapt_steps}
     model = FewShotModel(family.input_shape, family.task, config.model.trunk, learner.head,
                          learned_lr=meta.algorithm == "metasgd", adaptation=adaptation)
@@ -66,40 +72,83 @@ def validation_loss(model, learner, family: FewShotFamily, tasks: int, seed: int
     return loss
 
 
-def meta_train(config: RunConfig, progress: bool = True) -> MetaFitted:
+def sample_share(sampler, meta: MetaConfig, step: int, group: Group) -> tuple[Episodes, float]:
+    """This rank's tasks of meta-batch `step`, and their share of the meta-batch. Task i is
+    drawn from its own generator seeded by (seed, step, i)."""
+    share = group.share(meta.meta_batch)
+    episodes = Episodes.concat([sampler.sample(1, task_generator(meta.seed, step, i)) for i in share])
+    return episodes, len(share) / meta.meta_batch
+
+
+def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | None = None,
+               state: TrainingState | None = None, group: Group = Group()) -> MetaFitted:
+    """Meta-train as `config` says. With `run`, log to it and save a resumable state every
+    `meta.checkpoint_every` steps; `state` (one saved before) continues exactly. Under
+    torchrun each of the `group`'s ranks takes its share of every meta-batch."""
     meta = config.meta
-    if meta.iterations < 1 or meta.meta_batch < 1 or meta.val_every < 1:
-        raise InputError("meta.iterations, meta.meta_batch and meta.val_every must be >= 1")
+    if meta.iterations < 1 or meta.meta_batch < 1 or meta.val_every < 1 or meta.checkpoint_every < 1:
+        raise InputError("meta.iterations, meta.meta_batch, meta.val_every and meta.checkpoint_every must be >= 1")
+    if meta.meta_batch < group.world_size:
+        raise InputError(f"a meta-batch of {meta.meta_batch} tasks cannot be split across {group.world_size} "
+                         "processes; use a larger meta.meta_batch or fewer processes")
     family = family_of(meta)
     learner = make_learner(meta)
     torch.manual_seed(meta.seed)
     model = build_fewshot_model(config, family)
     optimizer = torch.optim.Adam(model.parameters(), lr=meta.outer_lr)
-    tasks = torch.Generator().manual_seed(meta.seed)
-    best = (float("inf"), 0, None)
-    history, running, start = [], [], time.perf_counter()
-    bar = tqdm(range(1, meta.iterations + 1), desc=f"meta-train {meta.algorithm}", unit="step",
-               disable=not progress or None, leave=False)
+    loop = {"step": 0, "best_val": float("inf"), "best_iteration": 0, "history": [], "running": [], "seconds": 0.0}
+    best_state = None
+    if state is not None:
+        state.restore({"model": model}, optimizer)
+        loop = state.info
+        best_state = {k.removeprefix("best/"): v for k, v in state.tensors.items()} or None
+    bar = tqdm(range(loop["step"] + 1, meta.iterations + 1), desc=f"meta-train {meta.algorithm}", unit="step",
+               disable=not (progress and group.is_main) or None, leave=False)
+    clock, step_seconds, steps_timed = time.perf_counter(), 0.0, 0  # throughput counts outer steps only
     for iteration in bar:
+        started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        running.append(learner.outer_step(model, family.samplers["train"].sample(meta.meta_batch, tasks)))
+        episodes, weight = sample_share(family.samplers["train"], meta, iteration, group)
+        loss = torch.tensor([learner.outer_step(model, episodes)])
+        group.sync_gradients(model.parameters(), weight, [loss])
+        loop["running"].append(float(loss))
         optimizer.step()
+        group.broadcast_buffers(model)
+        step_seconds, steps_timed = step_seconds + time.perf_counter() - started, steps_timed + 1
+        loop["step"] = iteration
         if iteration % meta.val_every == 0 or iteration == meta.iterations:
             val = validation_loss(model, learner, family, meta.val_tasks, meta.seed + 1)
-            history.append({"iteration": iteration, "train_loss": sum(running) / len(running), "val_loss": val})
-            running = []
+            record = {"step": iteration, "train_loss": sum(loop["running"]) / len(loop["running"]), "val_loss": val,
+                      "tasks_per_second": meta.meta_batch * steps_timed / max(step_seconds, 1e-9),
+                      "processes": group.world_size}
+            loop["history"].append({k: record[k] for k in ("step", "train_loss", "val_loss")})
+            loop["running"], step_seconds, steps_timed = [], 0.0, 0
             bar.set_postfix(val_loss=f"{val:.4f}")
-            if val < best[0]:
-                best = (val, iteration, copy.deepcopy(model.state_dict()))
+            if run is not None:
+                run.log(record)
+            if val < loop["best_val"]:
+                loop["best_val"], loop["best_iteration"] = val, iteration
+                best_state = copy.deepcopy(model.state_dict())
+        now = time.perf_counter()
+        loop["seconds"], clock = loop["seconds"] + now - clock, now
+        if run is not None and group.is_main and (iteration % meta.checkpoint_every == 0 or iteration == meta.iterations):
+            write_state(run.state_path, modules={"model": model}, optimizer=optimizer, info=loop,
+                        tensors={f"best/{k}": v for k, v in (best_state or {}).items()})
     bar.close()
-    model.load_state_dict(best[2])
-    return MetaFitted(model.eval(), family, best[1], best[0], time.perf_counter() - start, history)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return MetaFitted(model.eval(), family, loop["best_iteration"], loop["best_val"], loop["seconds"], loop["history"])
 
 
-def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool = True) -> MetaFitted:
-    fitted = meta_train(config, progress)
-    sample = fitted.family.samplers["val"].sample(8, torch.Generator().manual_seed(0)).query_x
-    save(fitted.model, out_dir, sample_inputs=sample.flatten(0, 1), config=config.to_dict(),
-         meta=dataclasses.asdict(config.meta), best_iteration=fitted.best_iteration, val_loss=fitted.val_loss,
-         seconds=round(fitted.seconds, 1), history=fitted.history, inner_loop_backend=ops.backend())
+def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,
+                        group: Group = Group()) -> MetaFitted:
+    """Meta-train into the run directory `out_dir` and write the checkpoint there."""
+    with RunDirectory(out_dir, writer=group.is_main) as run:
+        fitted = meta_train(config, progress, run, run.open(config.to_dict(), resume), group)
+        sample = fitted.family.samplers["val"].sample(8, torch.Generator().manual_seed(0)).query_x
+        run.finish(lambda directory: write_checkpoint(
+            fitted.model, directory, sample_inputs=sample.flatten(0, 1), config=config.to_dict(),
+            meta=dataclasses.asdict(config.meta), best_iteration=fitted.best_iteration, val_loss=fitted.val_loss,
+            seconds=round(fitted.seconds, 1), history=fitted.history, inner_loop_backend=ops.backend(),
+            processes=group.world_size))
     return fitted

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import torch
 
-from mtl_deploy.checkpoint import save
+from mtl_deploy.checkpoint import write_checkpoint
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
 from mtl_deploy.data.loaders import dataset_from_config
+from mtl_deploy.distributed import Group
 from mtl_deploy.models.multitask import MultiTaskBase
 from mtl_deploy.models.sharing import build_multitask
 from mtl_deploy.mtl.joint import TrainResult, train_multitask
+from mtl_deploy.records import RunDirectory
+from mtl_deploy.resume import TrainingState
 
 SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verification
 
@@ -27,13 +30,15 @@ class Fitted:
     val: MultiTaskDataset
 
 
-def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True) -> Fitted:
-    """Train a multi-task model on every task of `data` as `config` says."""
+def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True, run: RunDirectory | None = None,
+                state: TrainingState | None = None, group: Group = Group()) -> Fitted:
+    """Train a multi-task model on every task of `data` as `config` says (logging to `run`,
+    continuing from `state`, as one rank of `group`: see `train_multitask`)."""
     train, val = data.split(config.data.val_fraction, config.train.seed)
     torch.manual_seed(config.train.seed)  # the initial weights are part of a reproducible run
     model = build_multitask(data.input_shape, data.tasks, config.model.trunk, config.model.sharing)
     model.set_normalization(*normalization_stats(train.x))
-    result = train_multitask(model, train, val, config.train, progress)
+    result = train_multitask(model, train, val, config.train, progress, run=run, state=state, group=group)
     return Fitted(model, result, train, val)
 
 
@@ -41,13 +46,19 @@ def fit(config: RunConfig, progress: bool = True) -> Fitted:
     return fit_dataset(dataset_from_config(config.data), config, progress)
 
 
-def train(config: RunConfig, out_dir: str | Path, progress: bool = True) -> Fitted:
-    """Train as `config` says and write the checkpoint to `out_dir` (atomically, at the end:
-    an interrupted run leaves any previous checkpoint there untouched)."""
-    fitted = fit(config, progress)
-    result = fitted.result
-    save(fitted.model, out_dir, sample_inputs=fitted.val.x[:SAMPLE_ROWS], config=config.to_dict(),
-         val_metrics=result.val_metrics, val_loss=result.val_loss, best_epoch=result.best_epoch,
-         epochs_run=result.epochs_run, rows={"train": len(fitted.train), "val": len(fitted.val)},
-         **({"task_affinity": result.task_affinity} if result.task_affinity is not None else {}))
+def train(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,
+          group: Group = Group()) -> Fitted:
+    """Train as `config` says in the run directory `out_dir` (see `records.RunDirectory`:
+    an interrupted run leaves any previous checkpoint there untouched, and `resume`
+    continues it)."""
+    data = dataset_from_config(config.data)
+    with RunDirectory(out_dir, writer=group.is_main) as run:
+        fitted = fit_dataset(data, config, progress, run, run.open(config.to_dict(), resume), group)
+        result = fitted.result
+        run.finish(lambda directory: write_checkpoint(
+            fitted.model, directory, sample_inputs=fitted.val.x[:SAMPLE_ROWS], config=config.to_dict(),
+            val_metrics=result.val_metrics, val_loss=result.val_loss, best_epoch=result.best_epoch,
+            epochs_run=result.epochs_run, rows={"train": len(fitted.train), "val": len(fitted.val)},
+            processes=group.world_size,
+            **({"task_affinity": result.task_affinity} if result.task_affinity is not None else {})))
     return fitted

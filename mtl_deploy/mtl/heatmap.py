@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.figures import pyplot, save_png
 
 
 def write_heatmap(path: Path, matrix: list[list[float]], names: list[str], title: str,
                   limits: tuple[float, float]) -> None:
     """Write `matrix` (T, T) as a heatmap with a labelled cell per task pair to `path`."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise MtlDeployError("heatmaps need matplotlib; install it with: pip install matplotlib") from None
-    matplotlib.use("Agg")  # no display: the figure only goes to a file
-    from matplotlib import pyplot as plt
-
+    plt = pyplot("heatmaps")
     size = 1.2 + 0.7 * len(names)
     figure, axes = plt.subplots(figsize=(size + 1.5, size))
     image = axes.imshow(matrix, cmap="RdBu_r" if limits[0] < 0 else "viridis", vmin=limits[0], vmax=limits[1])
@@ -28,6 +22,4 @@ def write_heatmap(path: Path, matrix: list[list[float]], names: list[str], title
                       color="white" if abs(value) > 0.6 * max(abs(limits[0]), abs(limits[1])) else "black")
     axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_png(figure, path, dpi=110)

@@ -1,10 +1,12 @@
 """Joint multi-task training: minibatch steps on the weighted task losses (optionally with
 their per-task gradients aggregated, see `step`), validation metrics per task each epoch,
-early stopping that restores the best epoch's weights."""
+early stopping that restores the best epoch's weights; data-parallel under torchrun, and
+resumable mid-epoch from a saved state."""
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,9 +17,13 @@ from tqdm.auto import tqdm
 
 from mtl_deploy.config import TrainConfig
 from mtl_deploy.data.dataset import MultiTaskDataset
+from mtl_deploy.distributed import Group
+from mtl_deploy.errors import InputError
 from mtl_deploy.mtl.metrics import task_metrics
 from mtl_deploy.mtl.step import optimisation_step
 from mtl_deploy.mtl.weighting import make_weighting
+from mtl_deploy.records import RunDirectory
+from mtl_deploy.resume import TrainingState, write_state
 
 
 TaskLosses = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
@@ -48,48 +54,95 @@ def evaluate(model: nn.Module, data: MultiTaskDataset, batch_size: int = 1024) -
 
 
 def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDataset,
-                    config: TrainConfig, progress: bool = True, task_losses: TaskLosses | None = None) -> TrainResult:
+                    config: TrainConfig, progress: bool = True, task_losses: TaskLosses | None = None,
+                    run: RunDirectory | None = None, state: TrainingState | None = None,
+                    group: Group = Group()) -> TrainResult:
     """Train `model` in place on every task of `train`; on return it holds the weights of
     the epoch with the lowest summed validation loss. `task_losses(outputs, rows)` replaces
-    each task's loss against its labels (distillation trains on teachers' outputs)."""
+    each task's loss against its labels (distillation trains on teachers' outputs). With
+    `run`, log each epoch to it and save a resumable state every `checkpoint_every` steps;
+    `state` (one saved before) continues exactly. Under torchrun each rank takes its share
+    of every minibatch."""
+    if config.checkpoint_every < 1:
+        raise InputError("train.checkpoint_every must be >= 1")
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
+    n_tasks = len(train.tasks)
     weighting = make_weighting(config.weighting, [t.name for t in train.tasks], config.weighting_options)
     optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=config.lr,
                                  weight_decay=config.weight_decay)
-    best_loss, best_state, best_epoch, stale, history = float("inf"), None, 0, 0, []
-    affinity, affinity_steps = torch.zeros(len(train.tasks), len(train.tasks)), 0
-    bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch", disable=not progress or None, leave=False)
-    epoch = 0
-    for epoch in bar:
+    modules = {"model": model, "weighting": weighting}
+    loop = {"step": 0, "epoch": 1, "position": 0, "total": 0.0, "batches": 0, "best_loss": float("inf"),
+            "best_epoch": 0, "stale": 0, "stopped": False, "history": [], "affinity_steps": 0, "epochs_run": 0}
+    tensors = {"task_totals": torch.zeros(n_tasks), "affinity": torch.zeros(n_tasks, n_tasks),
+               "order": torch.randperm(len(train), generator=shuffle)}
+    best_state = None
+    if state is not None:
+        state.restore(modules, optimizer)
+        loop = state.info
+        tensors = {k: v for k, v in state.tensors.items() if not k.startswith("best/")}
+        shuffle.set_state(tensors.pop("shuffle"))
+        best_state = {k.removeprefix("best/"): v for k, v in state.tensors.items() if k.startswith("best/")} or None
+
+    def save_state():
+        write_state(run.state_path, modules=modules, optimizer=optimizer, info=loop,
+                    tensors={**tensors, "shuffle": shuffle.get_state(),
+                             **{f"best/{k}": v for k, v in (best_state or {}).items()}})
+
+    bar = tqdm(total=config.epochs, initial=loop["epoch"] - 1, desc="train", unit="epoch",
+               disable=not (progress and group.is_main) or None, leave=False)
+    while loop["epoch"] <= config.epochs and not loop["stopped"]:
         model.train()
-        order = torch.randperm(len(train), generator=shuffle)
-        total, batches, task_totals = 0.0, 0, torch.zeros(len(train.tasks))
-        for start in range(0, len(train), config.batch_size):
-            rows = order[start:start + config.batch_size]
-            outputs = model(train.x[rows])
-            losses = (task_losses(outputs, rows) if task_losses is not None else
-                      {t.name: t.loss(outputs[t.name], train.targets[t.name][rows]) for t in train.tasks})
-            loss, per_task = optimisation_step(model, losses, weighting, optimizer, config.aggregation,
-                                               config.aggregation_options)
-            if per_task is not None:
-                unit = F.normalize(per_task.detach(), dim=1)  # (T, P_shared) unit gradient rows
-                affinity, affinity_steps = affinity + unit @ unit.T, affinity_steps + 1
-            total, batches = total + loss, batches + 1
-            task_totals += torch.stack([v.detach() for v in losses.values()])  # (T,)
-        weighting.epoch_end(task_totals / batches)
-        val_loss, _ = evaluate(model, val)
-        history.append({"epoch": epoch, "train_loss": total / batches, "val_loss": val_loss})
+        started, rows_seen = time.perf_counter(), 0
+        for start in range(loop["position"], len(train), config.batch_size):
+            rows = tensors["order"][start:start + config.batch_size]
+            share = group.share(len(rows))
+            mine = rows[share.start:share.stop]
+            outputs = model(train.x[mine])
+            losses = (task_losses(outputs, mine) if task_losses is not None else
+                      {t.name: t.loss(outputs[t.name], train.targets[t.name][mine]) for t in train.tasks})
+            step = optimisation_step(model, losses, weighting, optimizer, config.aggregation,
+                                     config.aggregation_options, group, len(mine) / len(rows))
+            group.broadcast_buffers(model)
+            if step.per_task is not None:
+                unit = F.normalize(step.per_task.detach(), dim=1)  # (T, P_shared) unit gradient rows
+                tensors["affinity"] += unit @ unit.T
+                loop["affinity_steps"] += 1
+            loop["total"] += step.total
+            loop["batches"] += 1
+            tensors["task_totals"] += step.task_losses
+            loop["position"], loop["step"] = start + config.batch_size, loop["step"] + 1
+            rows_seen += len(rows)
+            if run is not None and group.is_main and loop["step"] % config.checkpoint_every == 0:
+                save_state()
+        seconds = time.perf_counter() - started
+        weighting.epoch_end(tensors["task_totals"] / loop["batches"])
+        val_loss, val_metrics = evaluate(model, val)
+        epoch = loop["epoch"]
+        loop["history"].append({"epoch": epoch, "train_loss": loop["total"] / loop["batches"], "val_loss": val_loss})
+        if run is not None:
+            run.log({"step": loop["step"], "epoch": epoch, "train_loss": loop["total"] / loop["batches"],
+                     "task_losses": dict(zip([t.name for t in train.tasks],
+                                             (tensors["task_totals"] / loop["batches"]).tolist())),
+                     "val_loss": val_loss, "val_metrics": val_metrics,
+                     "rows_per_second": rows_seen / max(seconds, 1e-9), "processes": group.world_size})
+        bar.update(1)
         bar.set_postfix(val_loss=f"{val_loss:.4f}")
-        if val_loss < best_loss:
-            best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(model.state_dict()), epoch, 0
+        if val_loss < loop["best_loss"]:
+            loop["best_loss"], loop["best_epoch"], loop["stale"] = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
         else:
-            stale += 1
-            if stale >= config.patience:
-                break
+            loop["stale"] += 1
+            loop["stopped"] = loop["stale"] >= config.patience
+        loop.update(epoch=epoch + 1, epochs_run=epoch, position=0, total=0.0, batches=0)
+        tensors["task_totals"] = torch.zeros(n_tasks)
+        tensors["order"] = torch.randperm(len(train), generator=shuffle)
     bar.close()
+    if run is not None and group.is_main:
+        save_state()
     if best_state is not None:
         model.load_state_dict(best_state)
     val_loss, val_metrics = evaluate(model, val)
-    return TrainResult(best_epoch, epoch, val_loss, val_metrics, history,
-                       (affinity / affinity_steps).tolist() if affinity_steps else None)
+    affinity = tensors["affinity"] / loop["affinity_steps"] if loop["affinity_steps"] else None
+    return TrainResult(loop["best_epoch"], loop["epochs_run"], val_loss, val_metrics, loop["history"],
+                       affinity.tolist() if affinity is not None else None)

@@ -147,6 +147,12 @@ class RandomWeighting(LossWeighting):
         super().__init__(tasks)
         self.generator = torch.Generator().manual_seed(seed)
 
+    def get_extra_state(self) -> torch.Tensor:  # saved with the training state, for exact resumes
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
     def terms(self, losses):
         weights = len(self.tasks) * F.softmax(torch.randn(len(self.tasks), generator=self.generator), dim=0)
         return weights * torch.stack(list(losses.values()))

@@ -1,0 +1,100 @@
+"""Data-parallel training over torch.distributed, as launched by `torchrun`.
+
+Each rank works on its share of the global batch (a slice of the meta-batch's tasks, or of
+a minibatch's rows) and the gradients are summed across ranks weighted by each share, so
+that every rank holds the gradient of the whole batch and the identical optimiser step
+keeps the replicas equal. gloo on CPU, nccl when the ranks have GPUs. Outside torchrun
+(no WORLD_SIZE in the environment) everything here is a no-op on a group of one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place among `world_size` data-parallel processes."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs and progress bars."""
+        return self.rank == 0
+
+    def share(self, count: int) -> range:
+        """This rank's contiguous share of `count` items (the first ranks take one more
+        when `count` does not divide evenly; empty when `count` < world size)."""
+        base, extra = divmod(count, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (self.rank < extra))
+
+    def sum_weighted(self, tensors: list[torch.Tensor], weight: float) -> None:
+        """In place: each tensor becomes Σ_ranks weight_rank · tensor_rank. With
+        weight = (this rank's share) / (global batch), per-rank means become the global
+        mean; a rank with an empty share (weight 0) adds zeros, whatever its tensors hold."""
+        if self.world_size == 1 or not tensors:
+            return
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+        flat = flat * weight if weight > 0 else torch.zeros_like(flat)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def sync_gradients(self, parameters, weight: float, extra: list[torch.Tensor] = ()) -> None:
+        """`sum_weighted` over the gradients of `parameters` (missing ones count as zero)
+        and the `extra` tensors (the step's losses), in one all-reduce."""
+        if self.world_size == 1:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.sum_weighted([*(p.grad for p in params), *extra], weight)
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank, as DDP does."""
+        if self.world_size == 1:
+            return
+        for buffer in module.buffers():
+            if buffer.is_floating_point() or buffer.dtype == torch.int64:
+                dist.broadcast(buffer, src=0)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def from_environment() -> Group:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, ...), or a group of one when not launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Group()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        dist.init_process_group(backend)
+    return Group(dist.get_rank(), dist.get_world_size())
+
+
+def close(group: Group) -> None:
+    if group.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def task_generator(seed: int, step: int, index: int) -> torch.Generator:
+    """The generator task `index` of outer step `step` is drawn from. Seeded by
+    (seed, step, index) alone, so whichever rank draws a task draws the same task, and a
+    run gives the same model on any number of processes."""
+    state = np.random.SeedSequence([seed, step, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
