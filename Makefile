@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/per_task_gradients.py
+	$(PY) benchmarks/distributed_throughput.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out mtl_deploy/*.so

@@ -9,6 +9,7 @@ keeps the replicas equal. gloo on CPU, nccl when the ranks have GPUs. Outside to
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -81,15 +82,11 @@ def from_environment() -> Group:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Group()
-    if not dist.is_initialized():
+    if not dist.is_initialized():  # joined once per process, left at exit: runs in one process share it
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         dist.init_process_group(backend)
+        atexit.register(dist.destroy_process_group)
     return Group(dist.get_rank(), dist.get_world_size())
-
-
-def close(group: Group) -> None:
-    if group.world_size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def task_generator(seed: int, step: int, index: int) -> torch.Generator:

@@ -14,7 +14,8 @@ from mtl_deploy.meta.train import MetaFitted, meta_train_and_save
 from mtl_deploy.mtl.fit import Fitted, train
 from mtl_deploy.records import RunDirectory
 
-EXTENDABLE = ("meta.iterations", "train.epochs")  # a resumed run may be given more of these
+# what a resumed run may change: train longer, save its state more or less often
+EXTENDABLE = ("meta.iterations", "train.epochs", "meta.checkpoint_every", "train.checkpoint_every")
 
 
 def run_config(config_path: str | Path | None, preset: str | None, overrides: dict[str, Any] | None,
@@ -47,9 +48,9 @@ def train_to_checkpoint(config: RunConfig, out_dir: str | Path, progress: bool =
                         resume: bool = False) -> Fitted | MetaFitted:
     """Train into the run directory `out_dir`; under torchrun, as this process's rank."""
     group = distributed.from_environment()
-    try:
-        if config.meta is not None:
-            return meta_train_and_save(config, out_dir, progress, resume, group)
-        return train(config, out_dir, progress, resume, group)
-    finally:
-        distributed.close(group)
+    if config.meta is not None:
+        fitted = meta_train_and_save(config, out_dir, progress, resume, group)
+    else:
+        fitted = train(config, out_dir, progress, resume, group)
+    group.barrier()  # the run directory is complete before any rank goes on
+    return fitted

@@ -29,6 +29,15 @@ def test_example_runs(script, args, expected, tmp_path):
     assert expected in run(EXAMPLES / script, tmp_path, *args)
 
 
+def test_distributed_example_under_torchrun(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(EXAMPLES / "distributed_training.py"), str(tmp_path), "40"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "step 40: validation loss" in result.stdout and "on 2 process(es)" in result.stdout
+    assert (tmp_path / "maml" / "curves.png").is_file()
+
+
 def test_demo_leaves_a_checkpoint_and_an_export_served_without_torch(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -47,6 +47,20 @@ def unrolled_query_loss(params, rates, episodes, kind, activation, steps, first_
     return total / episodes.tasks
 
 
+def set_random_rates(model: FewShotModel, gen: torch.Generator) -> None:
+    """Meta-SGD: distinct learned rates per element, so a mix-up of rates would show."""
+    if model.inner_lrs is not None:
+        with torch.no_grad():
+            for rate in model.inner_lrs:
+                rate.copy_(0.05 + 0.1 * torch.rand(rate.shape, generator=gen, dtype=torch.float64))
+
+
+def random_targets(kind: str, tasks: int, n: int, classes: int, gen: torch.Generator) -> torch.Tensor:
+    if kind == "regression":
+        return torch.randn(tasks, n, 2, generator=gen, dtype=torch.float64)
+    return torch.randint(classes, (tasks, n), generator=gen)
+
+
 CASES = [("maml", "regression", "relu"), ("maml", "multiclass", "tanh"), ("fomaml", "regression", "tanh"),
          ("fomaml", "multiclass", "relu"), ("metasgd", "regression", "relu"), ("metasgd", "multiclass", "tanh")]
 
@@ -59,15 +73,10 @@ def test_meta_gradient_equals_unrolled_autograd(backend, algorithm, kind, activa
     torch.manual_seed(0)
     model = FewShotModel((5,), task, {"type": "mlp", "hidden": [width, width], "activation": activation},
                          learned_lr=algorithm == "metasgd").double()
-    if model.inner_lrs is not None:
-        with torch.no_grad():
-            for rate in model.inner_lrs:
-                rate.copy_(0.05 + 0.1 * torch.rand(rate.shape, generator=gen, dtype=torch.float64))
+    set_random_rates(model, gen)
 
     def targets(n):
-        if kind == "regression":
-            return torch.randn(tasks, n, 2, generator=gen, dtype=torch.float64)
-        return torch.randint(classes, (tasks, n), generator=gen)
+        return random_targets(kind, tasks, n, classes, gen)
 
     episodes = Episodes(torch.randn(tasks, shots, 5, generator=gen, dtype=torch.float64), targets(shots),
                         torch.randn(tasks, queries, 5, generator=gen, dtype=torch.float64), targets(queries))
@@ -96,15 +105,10 @@ def test_convnet_meta_gradient_equals_unrolled_autograd(algorithm, kind):
     torch.manual_seed(0)
     model = FewShotModel((1, 6, 6), task, {"type": "conv", "channels": [3, 4], "norm": "none"},
                          learned_lr=algorithm == "metasgd").double()
-    if model.inner_lrs is not None:
-        with torch.no_grad():
-            for rate in model.inner_lrs:
-                rate.copy_(0.05 + 0.1 * torch.rand(rate.shape, generator=gen, dtype=torch.float64))
+    set_random_rates(model, gen)
 
     def targets(n):
-        if kind == "regression":
-            return torch.randn(tasks, n, 2, generator=gen, dtype=torch.float64)
-        return torch.randint(classes, (tasks, n), generator=gen)
+        return random_targets(kind, tasks, n, classes, gen)
 
     episodes = Episodes(torch.randn(tasks, shots, 1, 6, 6, generator=gen, dtype=torch.float64), targets(shots),
                         torch.randn(tasks, queries, 1, 6, 6, generator=gen, dtype=torch.float64), targets(queries))
