@@ -20,12 +20,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-CASES = [  # (label, train arguments, the logged rate)
-    ("sinusoid-maml, meta-batch 25", ["--preset", "sinusoid-maml", "--iterations", "400"], "tasks_per_second"),
-    ("digits-maml (ConvNet), meta-batch 16", ["--preset", "digits-maml", "--iterations", "12"], "tasks_per_second"),
-    ("digits-protonet, meta-batch 8", ["--preset", "digits-protonet", "--iterations", "60"], "tasks_per_second"),
-    ("synthetic-related multi-task, batch 64", ["--preset", "synthetic-related", "--epochs", "15"], "rows_per_second"),
+from mtl_deploy.config import resolve_config
+
+CASES = [  # (preset, how long, the logged rate)
+    ("sinusoid-maml", ["--iterations", "400"], "tasks_per_second"),
+    ("digits-maml", ["--iterations", "24"], "tasks_per_second"),
+    ("digits-protonet", ["--iterations", "60"], "tasks_per_second"),
+    ("synthetic-related", ["--epochs", "15"], "rows_per_second"),
 ]
+
+
+def label(preset: str) -> str:
+    """The preset with its batch: tasks per meta-batch, or rows per minibatch."""
+    config = resolve_config(preset=preset)
+    if config.meta is not None:
+        return f"{preset} ({config.model.trunk.get('type', 'mlp')}), meta-batch {config.meta.meta_batch}"
+    return f"{preset} (multi-task), batch {config.train.batch_size}"
 SETUPS = [("1 process x 1 thread", 1, 1), ("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1)]
 
 
@@ -49,13 +59,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"\n### Training throughput, 1 vs 2 processes ({os.cpu_count()} cores; median of {args.repeats} runs)\n")
-    print("| run | rate | " + " | ".join(label for label, _, _ in SETUPS) + " | 2 processes vs 1 process x 2 threads |")
+    print("| run | rate | " + " | ".join(name for name, _, _ in SETUPS) + " | 2 processes vs 1 process x 2 threads |")
     print("|---|---|" + "---|" * len(SETUPS) + "---|")
-    for label, arguments, key in CASES:
+    for preset, arguments, key in CASES:
+        arguments = ["--preset", preset, *arguments]
         rates = [statistics.median(rate(arguments, key, p, t) for _ in range(args.repeats)) for _, p, t in SETUPS]
         unit = key.replace("_per_second", "/s")
         cells = " | ".join(f"{r:,.0f}" for r in rates)
-        print(f"| {label} | {unit} | {cells} | {rates[2] / rates[1]:.2f}x |", flush=True)
+        print(f"| {label(preset)} | {unit} | {cells} | {rates[2] / rates[1]:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

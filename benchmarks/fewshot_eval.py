@@ -17,6 +17,19 @@ SINUSOID = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-metasgd", "sinusoid-re
 DIGITS = ["digits-protonet", "digits-matching", "digits-maml", "digits-anil"]
 
 
+COLUMNS = ("0", "1", "10", "100")  # step counts; a metric learner's single result goes under "100"
+
+
+def pivot(rows):
+    """(preset, shots, method) -> {step column: "mean ± ci (median m, d diverged)"}."""
+    table = {}
+    for name, shots, r in rows:
+        column = "100" if r.steps == "-" else r.steps
+        table.setdefault((name, shots, r.method), {})[column] = (
+            f"{r.mean:.3f} ± {r.ci95:.3f} (median {r.median:.3f}, {r.diverged} diverged)")
+    return table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=600)
@@ -38,12 +51,12 @@ def main():
                 name = f"{preset} (seed {seed})" if len(seeds) > 1 else preset
                 tables.setdefault(preset.split("-")[0], []).extend((name, shots, row) for row in rows)
     for family, rows in tables.items():
-        print(f"\n### {family}, {args.episodes} held-out episodes\n")
-        print(f"| preset | shots | method | steps | {rows[0][2].metric} mean ± 95% CI | median | diverged |")
+        print(f"\n### {family}, {args.episodes} held-out episodes: {rows[0][2].metric}, "
+              "mean ± 95% CI (median, diverged tasks)\n")
+        print("| preset | shots | method | 0 steps | 1 step | 10 steps | 100 steps / metric |")
         print("|---|---|---|---|---|---|---|")
-        for name, shots, r in rows:
-            print(f"| {name} | {shots} | {r.method} | {r.steps} | {r.mean:.3f} ± {r.ci95:.3f} | {r.median:.3f} "
-                  f"| {r.diverged}/{r.episodes} |")
+        for (name, shots, method), cells in pivot(rows).items():
+            print(f"| {name} | {shots} | {method} | " + " | ".join(cells.get(c, "") for c in COLUMNS) + " |")
     print("\n| preset | seed | meta-training wall time (s) |\n|---|---|---|")
     for preset, seed, seconds in timings:
         print(f"| {preset} | {seed} | {seconds:.1f} |")

@@ -89,9 +89,10 @@ def from_environment() -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
-def task_generator(seed: int, step: int, index: int) -> torch.Generator:
-    """The generator task `index` of outer step `step` is drawn from. Seeded by
-    (seed, step, index) alone, so whichever rank draws a task draws the same task, and a
-    run gives the same model on any number of processes."""
-    state = np.random.SeedSequence([seed, step, index]).generate_state(2, dtype=np.uint32)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator meta-batch `step` is drawn from, seeded by (seed, step) alone: every
+    rank draws the same meta-batch and keeps its own share of the tasks, so the ranks work
+    on different tasks and a run gives the same model on any number of processes. (Drawing
+    a meta-batch is cheap next to adapting to it.)"""
+    state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mtl_deploy.atomic import replace_directory
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.resume import TrainingState, read_state
+from mtl_deploy.resume import TrainingState, read_state, write_state
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -34,6 +34,7 @@ class RunDirectory:
         self.out = Path(out)
         self.work = self.out.with_name(self.out.name + ".partial")
         self.writer = writer
+        self.log_lines = 0  # metrics-log lines of this run so far
         self._tensorboard = None
 
     def __enter__(self) -> "RunDirectory":
@@ -92,17 +93,25 @@ class RunDirectory:
         if source is None:
             raise InputError(f"no resumable run at {self.out} (no {STATE} in it or in {self.work.name})")
         state = read_state(source / STATE)
+        self.log_lines = state.info.pop("log_lines")
         if self.writer:
             if source == self.out:
                 shutil.copytree(self.out, self.work)
             (self.work / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-            kept = [line for line in self.metrics() if line["step"] <= state.info["step"]]
+            kept = self.metrics()[:self.log_lines]
             (self.work / METRICS).write_text("".join(json.dumps(line) + "\n" for line in kept))
-            self._open_tensorboard(purge_step=state.info["step"] + 1)
+            self._open_tensorboard(purge_step=kept[-1]["step"] + 1 if kept else 0)
         return state
+
+    def save_state(self, modules: dict, optimizer, info: dict, tensors: dict | None = None) -> None:
+        """The loop's state, with how many log lines it has written (a resume drops later ones)."""
+        if self.writer:
+            write_state(self.state_path, modules=modules, optimizer=optimizer,
+                        info={**info, "log_lines": self.log_lines}, tensors=tensors)
 
     def log(self, record: dict) -> None:
         """Append one line to the metrics log (and its scalars to TensorBoard)."""
+        self.log_lines += 1
         if not self.writer:
             return
         with open(self.work / METRICS, "a") as handle:

@@ -31,15 +31,9 @@ class Episodes:
     def tasks(self) -> int:
         return self.support_x.shape[0]
 
-    @classmethod
-    def concat(cls, parts: list["Episodes"]) -> "Episodes":
-        """The tasks of `parts`, in order, as one batch."""
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in
-                     ("support_x", "support_y", "query_x", "query_y")))
-
-    def task(self, i: int) -> "Episodes":
-        """Task i alone, as a batch of one."""
-        s = slice(i, i + 1)
+    def select(self, tasks: range) -> "Episodes":
+        """The tasks in the contiguous range `tasks`, as a batch."""
+        s = slice(tasks.start, tasks.stop)
         return Episodes(self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s])
 
 

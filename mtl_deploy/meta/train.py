@@ -20,12 +20,12 @@ from mtl_deploy.config import MetaConfig, RunConfig
 from mtl_deploy.data.dataset import normalization_stats
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.data.fewshot import FewShotFamily, fewshot_family
-from mtl_deploy.distributed import Group, task_generator
+from mtl_deploy.distributed import Group, step_generator
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.learners import make_learner
 from mtl_deploy.meta.model import FewShotModel
 from mtl_deploy.records import RunDirectory
-from mtl_deploy.resume import TrainingState, write_state
+from mtl_deploy.resume import TrainingState
 
 
 @dataclass
@@ -73,10 +73,10 @@ def validation_loss(model, learner, family: FewShotFamily, tasks: int, seed: int
 
 
 def sample_share(sampler, meta: MetaConfig, step: int, group: Group) -> tuple[Episodes, float]:
-    """This rank's tasks of meta-batch `step`, and their share of the meta-batch. Task i is
-    drawn from its own generator seeded by (seed, step, i)."""
+    """This rank's tasks of meta-batch `step` (drawn from a generator seeded by seed and
+    step), and their share of the meta-batch."""
     share = group.share(meta.meta_batch)
-    episodes = Episodes.concat([sampler.sample(1, task_generator(meta.seed, step, i)) for i in share])
+    episodes = sampler.sample(meta.meta_batch, step_generator(meta.seed, step)).select(share)
     return episodes, len(share) / meta.meta_batch
 
 
@@ -131,9 +131,8 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
                 best_state = copy.deepcopy(model.state_dict())
         now = time.perf_counter()
         loop["seconds"], clock = loop["seconds"] + now - clock, now
-        if run is not None and group.is_main and (iteration % meta.checkpoint_every == 0 or iteration == meta.iterations):
-            write_state(run.state_path, modules={"model": model}, optimizer=optimizer, info=loop,
-                        tensors={f"best/{k}": v for k, v in (best_state or {}).items()})
+        if run is not None and (iteration % meta.checkpoint_every == 0 or iteration == meta.iterations):
+            run.save_state({"model": model}, optimizer, loop, {f"best/{k}": v for k, v in (best_state or {}).items()})
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -23,7 +23,7 @@ from mtl_deploy.mtl.metrics import task_metrics
 from mtl_deploy.mtl.step import optimisation_step
 from mtl_deploy.mtl.weighting import make_weighting
 from mtl_deploy.records import RunDirectory
-from mtl_deploy.resume import TrainingState, write_state
+from mtl_deploy.resume import TrainingState
 
 
 TaskLosses = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
@@ -85,9 +85,8 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
         best_state = {k.removeprefix("best/"): v for k, v in state.tensors.items() if k.startswith("best/")} or None
 
     def save_state():
-        write_state(run.state_path, modules=modules, optimizer=optimizer, info=loop,
-                    tensors={**tensors, "shuffle": shuffle.get_state(),
-                             **{f"best/{k}": v for k, v in (best_state or {}).items()}})
+        run.save_state(modules, optimizer, loop, {**tensors, "shuffle": shuffle.get_state(),
+                                                  **{f"best/{k}": v for k, v in (best_state or {}).items()}})
 
     bar = tqdm(total=config.epochs, initial=loop["epoch"] - 1, desc="train", unit="epoch",
                disable=not (progress and group.is_main) or None, leave=False)
@@ -113,7 +112,7 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
             tensors["task_totals"] += step.task_losses
             loop["position"], loop["step"] = start + config.batch_size, loop["step"] + 1
             rows_seen += len(rows)
-            if run is not None and group.is_main and loop["step"] % config.checkpoint_every == 0:
+            if run is not None and loop["step"] % config.checkpoint_every == 0:
                 save_state()
         seconds = time.perf_counter() - started
         weighting.epoch_end(tensors["task_totals"] / loop["batches"])
@@ -138,7 +137,7 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
         tensors["task_totals"] = torch.zeros(n_tasks)
         tensors["order"] = torch.randperm(len(train), generator=shuffle)
     bar.close()
-    if run is not None and group.is_main:
+    if run is not None:
         save_state()
     if best_state is not None:
         model.load_state_dict(best_state)

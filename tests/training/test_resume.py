@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from mtl_deploy.cli import app
-from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.resume import read_state, write_state
 from tests.training.runs import (MAML, current_weights, environment, max_difference, multitask, run_train,
                                  train_command, weights, write_config)
@@ -24,16 +25,27 @@ from tests.training.runs import (MAML, current_weights, environment, max_differe
 runner = CliRunner()
 
 
-def kill_mid_run(command: list[str], state_file, rng: random.Random) -> None:
-    """Start `command`, wait until it has saved a state, let it run a random while longer,
-    then SIGKILL it (if it has not finished by then)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment())
-    deadline = time.monotonic() + 300
-    while not state_file.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.0, 0.3))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+def kill_mid_run(command: list[str], partial, rng: random.Random, last_step: int) -> int:
+    """Start `command`, wait until it has saved a state past a random step, then SIGKILL it
+    at once, mid-step; returns the step of the state it left. Retries (another random
+    step) the rare time the run finishes first."""
+    for _ in range(5):
+        target = rng.randint(1, last_step // 2)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment())
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if read_state(partial / "training-state.safetensors").info["step"] >= target:
+                    break
+            except (InputError, MtlDeployError):  # not written yet
+                pass
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        if process.wait() == -signal.SIGKILL and partial.is_dir():
+            return read_state(partial / "training-state.safetensors").info["step"]
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial.with_name(partial.name.removesuffix(".partial")), ignore_errors=True)
+    raise AssertionError("the run finished before it could be killed, five times")
 
 
 @pytest.mark.parametrize("config", [MAML, multitask("pcgrad", "random")], ids=["maml", "multitask"])
@@ -43,13 +55,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, config):
     config[section].update({"iterations": 300, "val_every": 25} if section == "meta" else {"epochs": 12})
     path = write_config(tmp_path, config)
     run_train(path, "--out", tmp_path / "whole")
-    rng = random.Random(os.getpid())
     killed = tmp_path / "killed"
-    kill_mid_run(train_command(path, "--out", killed), killed.with_name("killed.partial") / "training-state.safetensors",
-                 rng)
-    assert (tmp_path / "killed.partial").is_dir() and not killed.exists()
-    step = read_state(tmp_path / "killed.partial" / "training-state.safetensors").info["step"]
-    assert 0 < step
+    last_step = read_state(tmp_path / "whole" / "training-state.safetensors").info["step"]
+    step = kill_mid_run(train_command(path, "--out", killed), tmp_path / "killed.partial", random.Random(), last_step)
+    assert 0 < step < last_step and not killed.exists()
     run_train("--resume", killed)
     assert max_difference(current_weights(tmp_path / "whole"), current_weights(killed)) == 0.0
     assert max_difference(weights(tmp_path / "whole"), weights(killed)) == 0.0
