@@ -1,0 +1,37 @@
+"""A no-learning reference for the digits table: each query goes to the nearest class mean
+of the normalised raw pixels of the support set, on the same 600 held-out episodes that
+`benchmarks/fewshot_eval.py` evaluates (mean ± 95% CI).
+
+Run: PYTHONPATH=. python benchmarks/pixel_baseline.py
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtl_deploy.config import resolve_config
+from mtl_deploy.data.dataset import normalization_stats
+from mtl_deploy.meta.evaluate import summarize
+from mtl_deploy.meta.train import family_of
+
+
+def main() -> None:
+    meta = resolve_config(preset="digits-protonet").meta
+    print("| shots | nearest class mean of normalised pixels |\n|---|---|")
+    for shots in (1, 5):
+        meta.shots = shots
+        family = family_of(meta)
+        mean, std = normalization_stats(family.train_rows)
+        test = family.samplers["test"].sample(600, torch.Generator().manual_seed(1234))  # evaluate_fewshot's episodes
+        support = ((test.support_x - mean) / std).flatten(2)  # (T, S, D)
+        query = ((test.query_x - mean) / std).flatten(2)  # (T, Q, D)
+        onehot = F.one_hot(test.support_y, meta.ways).float()  # (T, S, ways)
+        means = onehot.transpose(1, 2) @ support / onehot.sum(1).unsqueeze(-1)  # (T, ways, D)
+        correct = (torch.cdist(query, means).argmin(-1) == test.query_y).float().mean(1)  # (T,)
+        row = summarize("pixels", "-", "accuracy", correct, torch.zeros_like(correct))
+        print(f"| {shots} | {row.mean:.3f} ± {row.ci95:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
