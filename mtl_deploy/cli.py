@@ -7,7 +7,6 @@ Ctrl-C exits 130 with any previous artifact left intact.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,6 +64,7 @@ def train(
     with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}"):
         if resume is not None and resume != out:
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
+        from mtl_deploy.distributed import from_environment
         from mtl_deploy.report import training_summary
         from mtl_deploy.training import run_config, train_to_checkpoint
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
@@ -72,7 +72,7 @@ def train(
                      "meta.checkpoint_every": checkpoint_every}
         run = run_config(config, preset, overrides, out, resume is not None)
         fitted = train_to_checkpoint(run, out, _progress(), resume is not None)
-        if os.environ.get("RANK", "0") == "0":
+        if from_environment().is_main:  # the process group the run joined
             typer.echo(training_summary(fitted))
             typer.echo(f"checkpoint: {out}")
 

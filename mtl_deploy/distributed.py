@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
-
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,15 @@ class Group:
                 p.grad = torch.zeros_like(p)
         self.sum_weighted([*(p.grad for p in params), *extra], weight)
 
-    def broadcast_buffers(self, module: torch.nn.Module) -> None:
-        """Rank 0's buffers (BatchNorm running statistics) on every rank, as DDP does."""
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's batch-norm running statistics on every rank, as DDP does; the other
+        buffers (normalisation statistics, prototypes) do not change while training."""
         if self.world_size == 1:
             return
-        for buffer in module.buffers():
-            if buffer.is_floating_point() or buffer.dtype == torch.int64:
-                dist.broadcast(buffer, src=0)
+        for norm in module.modules():
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.track_running_stats:
+                for buffer in norm.buffers():
+                    dist.broadcast(buffer, src=0)
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -50,17 +50,15 @@ class RunDirectory:
     def state_path(self) -> Path:
         return self.work / STATE
 
-    def resumable(self) -> Path | None:
+    def resumable(self) -> Path:
         """The directory a resumed run continues from: an interrupted run, else a finished one."""
         for directory in (self.work, self.out):
             if (directory / STATE).is_file():
                 return directory
-        return None
+        raise InputError(f"no resumable run at {self.out} (no {STATE} in it or in {self.work.name})")
 
     def saved_config(self) -> dict:
         source = self.resumable()
-        if source is None:
-            raise InputError(f"no resumable run at {self.out} (no {STATE} in it or in {self.work.name})")
         try:
             return json.loads((source / CONFIG).read_text())
         except (OSError, json.JSONDecodeError) as err:
@@ -90,8 +88,6 @@ class RunDirectory:
         """Continue the saved run (an interrupted one, or a finished one to run longer):
         read its state and drop log lines written after that state was saved."""
         source = self.resumable()
-        if source is None:
-            raise InputError(f"no resumable run at {self.out} (no {STATE} in it or in {self.work.name})")
         state = read_state(source / STATE)
         self.log_lines = state.info.pop("log_lines")
         if self.writer:
@@ -103,11 +99,13 @@ class RunDirectory:
             self._open_tensorboard(purge_step=kept[-1]["step"] + 1 if kept else 0)
         return state
 
-    def save_state(self, modules: dict, optimizer, info: dict, tensors: dict | None = None) -> None:
-        """The loop's state, with how many log lines it has written (a resume drops later ones)."""
+    def save_state(self, modules: dict, optimizer, info: dict, tensors: dict | None = None,
+                   best: dict | None = None) -> None:
+        """The loop's state and its best weights so far, with how many log lines it has
+        written (a resume drops later ones)."""
         if self.writer:
             write_state(self.state_path, modules=modules, optimizer=optimizer,
-                        info={**info, "log_lines": self.log_lines}, tensors=tensors)
+                        info={**info, "log_lines": self.log_lines}, tensors=tensors, best=best)
 
     def log(self, record: dict) -> None:
         """Append one line to the metrics log (and its scalars to TensorBoard)."""
@@ -121,8 +119,8 @@ class RunDirectory:
                 self._tensorboard.add_scalar(key, value, record["step"])
             self._tensorboard.flush()
 
-    def metrics(self, directory: Path | None = None) -> list[dict]:
-        path = (directory or self.work) / METRICS
+    def metrics(self) -> list[dict]:
+        path = self.work / METRICS
         if not path.is_file():
             return []
         lines = []

@@ -31,6 +31,7 @@ class TrainingState:
     modules: dict[str, dict[str, torch.Tensor]]
     optimizer: dict
     rng: torch.Tensor
+    best: dict[str, torch.Tensor] | None  # the best weights so far (a state dict), if any
 
     def restore(self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> None:
         """Load the saved weights into `modules` (in place, so the optimiser keeps its
@@ -60,7 +61,8 @@ def load_module(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def write_state(path: str | Path, *, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-                info: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
+                info: dict, tensors: dict[str, torch.Tensor] | None = None,
+                best: dict[str, torch.Tensor] | None = None) -> None:
     """Write the state to `path` atomically (temporary name, fsync, rename)."""
     flat: dict[str, torch.Tensor] = {"rng": torch.get_rng_state()}
     for name, module in modules.items():
@@ -74,6 +76,7 @@ def write_state(path: str | Path, *, modules: dict[str, nn.Module], optimizer: t
             else:
                 scalars.setdefault(str(index), {})[key] = value
     flat.update({f"loop/{key}": value for key, value in (tensors or {}).items()})
+    flat.update({f"best/{key}": value for key, value in (best or {}).items()})
     metadata = {"format": STATE_FORMAT, "info": info, "modules": list(modules),
                 "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars}}
     path = Path(path)
@@ -99,7 +102,7 @@ def read_state(path: str | Path) -> TrainingState:
         raise MtlDeployError(f"{path} is not an mtl_deploy training state")
     modules = {name: {} for name in metadata["modules"]}
     optimizer_state: dict[int, dict] = {int(k): dict(v) for k, v in metadata["optimizer"]["scalars"].items()}
-    tensors = {}
+    tensors, best = {}, {}
     for key, value in flat.items():
         kind, _, rest = key.partition("/")
         if kind == "module":
@@ -110,5 +113,7 @@ def read_state(path: str | Path) -> TrainingState:
             optimizer_state.setdefault(int(index), {})[field] = value
         elif kind == "loop":
             tensors[rest] = value
+        elif kind == "best":
+            best[rest] = value
     optimizer = {"state": optimizer_state, "param_groups": metadata["optimizer"]["param_groups"]}
-    return TrainingState(metadata["info"], tensors, modules, optimizer, flat["rng"])
+    return TrainingState(metadata["info"], tensors, modules, optimizer, flat["rng"], best or None)

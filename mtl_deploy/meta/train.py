@@ -100,8 +100,7 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
     best_state = None
     if state is not None:
         state.restore({"model": model}, optimizer)
-        loop = state.info
-        best_state = {k.removeprefix("best/"): v for k, v in state.tensors.items()} or None
+        loop, best_state = state.info, state.best
     bar = tqdm(range(loop["step"] + 1, meta.iterations + 1), desc=f"meta-train {meta.algorithm}", unit="step",
                disable=not (progress and group.is_main) or None, leave=False)
     clock, step_seconds, steps_timed = time.perf_counter(), 0.0, 0  # throughput counts outer steps only
@@ -132,7 +131,7 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
         now = time.perf_counter()
         loop["seconds"], clock = loop["seconds"] + now - clock, now
         if run is not None and (iteration % meta.checkpoint_every == 0 or iteration == meta.iterations):
-            run.save_state({"model": model}, optimizer, loop, {f"best/{k}": v for k, v in (best_state or {}).items()})
+            run.save_state({"model": model}, optimizer, loop, best=best_state)
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -73,20 +73,17 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
                                  weight_decay=config.weight_decay)
     modules = {"model": model, "weighting": weighting}
     loop = {"step": 0, "epoch": 1, "position": 0, "total": 0.0, "batches": 0, "best_loss": float("inf"),
-            "best_epoch": 0, "stale": 0, "stopped": False, "history": [], "affinity_steps": 0, "epochs_run": 0}
+            "best_epoch": 0, "stale": 0, "stopped": False, "history": [], "affinity_steps": 0}
     tensors = {"task_totals": torch.zeros(n_tasks), "affinity": torch.zeros(n_tasks, n_tasks),
                "order": torch.randperm(len(train), generator=shuffle)}
     best_state = None
     if state is not None:
         state.restore(modules, optimizer)
-        loop = state.info
-        tensors = {k: v for k, v in state.tensors.items() if not k.startswith("best/")}
+        loop, tensors, best_state = state.info, dict(state.tensors), state.best
         shuffle.set_state(tensors.pop("shuffle"))
-        best_state = {k.removeprefix("best/"): v for k, v in state.tensors.items() if k.startswith("best/")} or None
 
     def save_state():
-        run.save_state(modules, optimizer, loop, {**tensors, "shuffle": shuffle.get_state(),
-                                                  **{f"best/{k}": v for k, v in (best_state or {}).items()}})
+        run.save_state(modules, optimizer, loop, {**tensors, "shuffle": shuffle.get_state()}, best=best_state)
 
     bar = tqdm(total=config.epochs, initial=loop["epoch"] - 1, desc="train", unit="epoch",
                disable=not (progress and group.is_main) or None, leave=False)
@@ -133,7 +130,7 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
         else:
             loop["stale"] += 1
             loop["stopped"] = loop["stale"] >= config.patience
-        loop.update(epoch=epoch + 1, epochs_run=epoch, position=0, total=0.0, batches=0)
+        loop.update(epoch=epoch + 1, position=0, total=0.0, batches=0)
         tensors["task_totals"] = torch.zeros(n_tasks)
         tensors["order"] = torch.randperm(len(train), generator=shuffle)
     bar.close()
@@ -143,5 +140,5 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
         model.load_state_dict(best_state)
     val_loss, val_metrics = evaluate(model, val)
     affinity = tensors["affinity"] / loop["affinity_steps"] if loop["affinity_steps"] else None
-    return TrainResult(loop["best_epoch"], loop["epochs_run"], val_loss, val_metrics, loop["history"],
+    return TrainResult(loop["best_epoch"], loop["epoch"] - 1, val_loss, val_metrics, loop["history"],
                        affinity.tolist() if affinity is not None else None)
