@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 from torch import nn
 
 from mtl_deploy.errors import InputError, MtlDeployError
@@ -93,10 +93,11 @@ def read_state(path: str | Path) -> TrainingState:
     if not path.is_file():
         raise InputError(f"no training state at {path}; nothing to resume")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads((handle.metadata() or {})["state"])
-        flat = load_file(path)
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        data = path.read_bytes()  # one read: a snapshot, even while a run replaces the file
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        metadata = json.loads(header["__metadata__"]["state"])
+        flat = load(data)
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
         raise MtlDeployError(f"training state {path} is corrupt ({err}); resume from an earlier copy or restart") from None
     if metadata.get("format") != STATE_FORMAT:
         raise MtlDeployError(f"{path} is not an mtl_deploy training state")
