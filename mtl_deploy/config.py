@@ -60,6 +60,7 @@ class MetaConfig:
     path: str | None = None  # npz file or image folder
     class_split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train/val/test classes
     image_size: int = 28
+    translate: int = 0  # digits: pixels of random offset, each image on a (8 + translate)² canvas
     ways: int = 5
     shots: int = 10
     queries: int = 10

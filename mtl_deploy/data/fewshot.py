@@ -61,13 +61,31 @@ class FewShotFamily:
     train_rows: torch.Tensor | None  # meta-train inputs, for normalisation statistics
 
 
-def digits_family(ways: int, shots: int, queries: int) -> FewShotFamily:
+def place_on_canvas(images: torch.Tensor, margin: int, seed: int = 0) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, H + margin, W + margin): each image at a random offset on a
+    zero canvas. The offsets depend on `seed` alone, so every run sees the same images."""
+    n, channels, height, width = images.shape
+    offsets = torch.randint(margin + 1, (n, 2), generator=torch.Generator().manual_seed(seed))
+    canvas = images.new_zeros(n, channels, height + margin, width + margin)
+    for dy in range(margin + 1):
+        for dx in range(margin + 1):
+            rows = (offsets[:, 0] == dy) & (offsets[:, 1] == dx)
+            canvas[rows, :, dy:dy + height, dx:dx + width] = images[rows]
+    return canvas
+
+
+def digits_family(ways: int, shots: int, queries: int, translate: int = 0) -> FewShotFamily:
     """scikit-learn's 8x8 digits, each digit in eight orientations (four quarter turns, each
     also mirrored), each orientation a class of its own (as Omniglot's characters are).
     Disjoint class splits: meta-train on digits 0-3 (32 classes), meta-validate on digit 4
-    (8 classes), meta-test on the unseen digits 5-9 (40 classes)."""
+    (8 classes), meta-test on the unseen digits 5-9 (40 classes). With `translate` > 0 each
+    image sits at a random offset on a (8 + translate)² canvas, as handwriting is rarely
+    centred: pixel templates then stop working, and what a learner must bring is the
+    invariance the meta-training digits teach."""
     from sklearn.datasets import load_digits
 
+    if translate < 0:
+        raise InputError(f"meta.translate must be >= 0 pixels, got {translate}")
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.tensor(digits.target)
@@ -77,13 +95,13 @@ def digits_family(ways: int, shots: int, queries: int) -> FewShotFamily:
         turned = torch.rot90(images, turns, dims=(2, 3))
         xs.append(turned.flip(3) if mirror else turned)
         ys.append(labels + 10 * index)  # class = digit + 10 * orientation
-    x, y = torch.cat(xs), torch.cat(ys)
+    x, y = place_on_canvas(torch.cat(xs), translate), torch.cat(ys)
     digit_classes = [[d + 10 * i for i in range(len(orientations))] for d in range(10)]
     parts = (sum(digit_classes[:4], []), digit_classes[4], sum(digit_classes[5:], []))
     samplers = {name: ClassSampler(ClassEpisodes(x, y, classes), ways, shots, queries)
                 for name, classes in zip(SPLITS, parts)}
     train_rows = x[torch.isin(y, torch.tensor(parts[0]))]
-    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, (1, 8, 8), train_rows)
+    return FewShotFamily(TaskSpec("class", "multiclass", ways), samplers, tuple(x.shape[1:]), train_rows)
 
 
 def labelled_family(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, queries: int,
@@ -130,15 +148,17 @@ def load_image_folder(path: str | Path, image_size: int) -> tuple[torch.Tensor, 
 
 def fewshot_family(family: str, ways: int, shots: int, queries: int, path: str | None = None,
                    split: tuple[float, float, float] = (0.6, 0.2, 0.2), image_size: int = 28,
-                   seed: int = 0) -> FewShotFamily:
+                   seed: int = 0, translate: int = 0) -> FewShotFamily:
     """The family a meta-learning config names."""
     if shots < 1 or queries < 1 or ways < 2:
         raise InputError(f"episodes need ways >= 2, shots >= 1 and queries >= 1; got {ways}, {shots}, {queries}")
+    if translate and family != "digits":
+        raise InputError(f"meta.translate applies to the digits family only, not {family!r}")
     if family == "sinusoid":
         tasks = SinusoidTasks(shots, queries)
         return FewShotFamily(TaskSpec("y", "regression"), {s: tasks for s in SPLITS}, (1,), None)
     if family == "digits":
-        return digits_family(ways, shots, queries)
+        return digits_family(ways, shots, queries, translate)
     if family in ("npz", "image-folder") and not path:
         raise InputError(f"family {family!r} needs meta.path")
     if family == "npz":

@@ -6,7 +6,7 @@ meta-training tasks then fine-tuned, and a model trained from scratch on the sup
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,18 @@ class EvalRow:
     median: float
     diverged: int
     episodes: int
+    per_task: torch.Tensor | None = field(default=None, repr=False, compare=False)  # (episodes,) metric values
+
+
+def paired_difference(row: EvalRow, reference: EvalRow) -> tuple[float, float]:
+    """Mean and 95% CI half-width of row - reference over the same episodes (diverged ones
+    included). Pairing cancels the episode-to-episode spread that both rows share, so it
+    tells a small real gap from noise where two overlapping CIs cannot."""
+    if row.per_task is None or reference.per_task is None or len(row.per_task) != len(reference.per_task):
+        raise ValueError("a paired difference needs both rows' values on the same episodes")
+    difference = (row.per_task - reference.per_task).double()
+    spread = float(difference.std()) if len(difference) > 1 else 0.0
+    return float(difference.mean()), 1.96 * spread / math.sqrt(len(difference))
 
 
 def summarize(method: str, steps: str, metric: str, values: torch.Tensor, losses: torch.Tensor,
@@ -45,7 +57,7 @@ def summarize(method: str, steps: str, metric: str, values: torch.Tensor, losses
     n = len(kept)
     std = float(kept.std()) if n > 1 else 0.0
     return EvalRow(method, steps, metric, float(kept.mean()) if n else math.nan, 1.96 * std / math.sqrt(max(n, 1)),
-                   float(kept.median()) if n else math.nan, int(diverged.sum()), len(values))
+                   float(kept.median()) if n else math.nan, int(diverged.sum()), len(values), values)
 
 
 def per_task_scores(model: FewShotModel, outputs: torch.Tensor, targets: torch.Tensor):

@@ -40,7 +40,7 @@ class MetaFitted:
 
 def family_of(meta: MetaConfig) -> FewShotFamily:
     return fewshot_family(meta.family, meta.ways, meta.shots, meta.queries, meta.path, tuple(meta.class_split),
-                          meta.image_size, meta.seed)
+                          meta.image_size, meta.seed, meta.translate)
 
 
 def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotModel:

@@ -57,6 +57,20 @@ def test_digits_splits_are_disjoint_digits():
     assert len(family.train_rows) == sum(len(r) for r in family.samplers["train"].episodes.rows.values())
 
 
+def test_translated_digits_keep_every_pixel_at_fixed_random_offsets():
+    plain = fewshot_family("digits", ways=5, shots=1, queries=2)
+    moved = fewshot_family("digits", ways=5, shots=1, queries=2, translate=3)
+    assert moved.input_shape == (1, 11, 11) and moved.train_rows.shape[1:] == (1, 11, 11)
+    x, x0 = moved.samplers["test"].episodes.x, plain.samplers["test"].episodes.x
+    assert torch.equal(x.sum((1, 2, 3)), x0.sum((1, 2, 3)))  # each digit whole, nothing cropped
+    top = (x.sum((1, 3)) > 0).float().argmax(1) - (x0.sum((1, 3)) > 0).float().argmax(1)  # first inked row, moved - plain
+    assert top.min() >= 0 and top.max() == 3 and len(top.unique()) == 4  # offsets cover 0..3
+    again = fewshot_family("digits", ways=5, shots=1, queries=2, translate=3, seed=9)
+    assert torch.equal(again.samplers["test"].episodes.x, x)  # the data do not depend on the run's seed
+    with pytest.raises(InputError, match="digits family only"):
+        fewshot_family("sinusoid", ways=5, shots=1, queries=2, translate=2)
+
+
 def test_npz_and_image_folder_families(tmp_path):
     from PIL import Image
 

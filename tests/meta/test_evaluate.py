@@ -1,10 +1,12 @@
-"""Evaluation statistics: the mean and CI leave diverged tasks out and count them."""
+"""Evaluation statistics: the mean and CI leave diverged tasks out and count them; paired
+differences between methods on the same episodes."""
 
 import math
 
+import pytest
 import torch
 
-from mtl_deploy.meta.evaluate import summarize
+from mtl_deploy.meta.evaluate import paired_difference, summarize
 
 
 def test_diverged_tasks_are_counted_not_averaged():
@@ -15,3 +17,16 @@ def test_diverged_tasks_are_counted_not_averaged():
     assert row.diverged == 2 and row.episodes == 4
     assert math.isclose(row.mean, 0.6, rel_tol=1e-6) and row.median == 0.5
     assert math.isclose(row.ci95, 1.96 * math.sqrt(0.02) / math.sqrt(2), rel_tol=1e-5)  # sample std of 0.5, 0.7
+
+
+def test_paired_difference_sees_a_small_gap_that_overlapping_cis_hide():
+    generator = torch.Generator().manual_seed(0)
+    difficulty = torch.rand(600, generator=generator)  # shared by both methods, episode to episode
+    base = summarize("scratch", "100", "accuracy", difficulty, torch.zeros(600))
+    better = summarize("protonet", "-", "accuracy", difficulty + 0.01 + 0.002 * torch.randn(600, generator=generator),
+                       torch.zeros(600))
+    assert better.mean - better.ci95 < base.mean + base.ci95  # the unpaired CIs overlap
+    difference, ci = paired_difference(better, base)
+    assert abs(difference - 0.01) < 1e-3 and 0 < ci < 0.001
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference(better, summarize("x", "-", "accuracy", difficulty[:10], torch.zeros(10)))
