@@ -50,8 +50,22 @@ def training_summary(fitted) -> str:
 
 
 def evaluation_table(rows) -> str:
-    body = [[r.method, r.steps, r.metric, r.mean, r.ci95, r.median, r.diverged, r.episodes] for r in rows]
-    return table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes"], body)
+    """The evaluate command's table. With a scratch baseline among the rows, every row also
+    gets its paired difference from scratch over the same episodes: whether meta-learning paid."""
+    from mtl_deploy.meta.evaluate import paired_difference
+
+    scratch = next((r for r in rows if r.method == "scratch"), None)
+
+    def versus_scratch(row) -> str:
+        if scratch is None or row is scratch:
+            return ""
+        difference, ci = paired_difference(row, scratch)
+        return f"{difference:+.4f} ± {ci:.4f}"
+
+    body = [[r.method, r.steps, r.metric, r.mean, r.ci95, r.median, r.diverged, r.episodes, versus_scratch(r)]
+            for r in rows]
+    return table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes",
+                  "vs scratch (paired)"], body)
 
 
 def int8_table(report: dict) -> str:

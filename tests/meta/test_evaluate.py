@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mtl_deploy.meta.evaluate import paired_difference, summarize
+from mtl_deploy.report import evaluation_table
 
 
 def test_diverged_tasks_are_counted_not_averaged():
@@ -30,3 +31,14 @@ def test_paired_difference_sees_a_small_gap_that_overlapping_cis_hide():
     assert abs(difference - 0.01) < 1e-3 and 0 < ci < 0.001
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference(better, summarize("x", "-", "accuracy", difficulty[:10], torch.zeros(10)))
+
+
+def test_evaluation_table_gives_each_row_its_paired_difference_from_scratch():
+    values = torch.tensor([0.6, 0.8, 1.0, 0.4])
+    rows = [summarize("protonet", "-", "accuracy", values + 0.2, torch.zeros(4)),
+            summarize("scratch", "100", "accuracy", values, torch.zeros(4))]
+    lines = evaluation_table(rows).splitlines()
+    assert lines[0].endswith("vs scratch (paired)")
+    assert lines[2].split()[0] == "protonet" and lines[2].endswith("+0.2000 ± 0.0000")
+    assert lines[3].split()[0] == "scratch" and lines[3].endswith("4")  # no difference from itself
+    assert evaluation_table(rows[:1]).splitlines()[2].endswith(" 4")  # without a scratch row the column stays empty
