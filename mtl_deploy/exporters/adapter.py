@@ -1,6 +1,11 @@
 """`export(..., format="adapter")`: the on-device adaptation graph of a meta-learned model,
 proved to match `mtl_deploy.adapt` followed by a forward on the query set, in ONNX Runtime
-and the ONNX reference evaluator, for several ways, shots and query sizes."""
+and the ONNX reference evaluator, for several ways, shots and query sizes.
+
+The proof's episodes are drawn from real input rows when the checkpoint has them (or the
+caller gives them), random rows on the training scale otherwise: ten SGD steps on noise
+can run away, and then float32 rounding grows into differences that say nothing about
+the graph."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.adapter_graph import METRIC, AdapterGraph
 from mtl_deploy.exporters.onnx_graph import quiet_exporter
 from mtl_deploy.exporters.report import ExportReport
+from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph, graph_runners,
                                       random_inputs, record_error)
 from mtl_deploy.data.tasks import TaskSpec
@@ -29,11 +35,17 @@ OUTPUT = "query_pred"
 ADAPTER_ATOL = 1e-4  # unrolled SGD steps accumulate float32 rounding; the contract is 1e-4
 
 
-def _episode(model, ways: int, shots: int, queries: int, seed: int):
-    """Random support/query rows on the training scale; labels as ids and as the graph's
-    support_y matrix (one-hot for classes)."""
-    support_x = random_inputs(model, ways * shots, seed)
-    query_x = random_inputs(model, queries, seed + 1)
+def _rows(model, real: torch.Tensor | None, count: int, seed: int) -> torch.Tensor:
+    """`count` rows drawn from the real rows when known, else random on the training scale."""
+    if real is None:
+        return random_inputs(model, count, seed)
+    return real[torch.randint(len(real), (count,), generator=torch.Generator().manual_seed(seed))]
+
+
+def _episode(model, ways: int, shots: int, queries: int, seed: int, real: torch.Tensor | None = None):
+    """Support/query rows; labels as ids and as the graph's support_y matrix (one-hot for classes)."""
+    support_x = _rows(model, real, ways * shots, seed)
+    query_x = _rows(model, real, queries, seed + 1)
     if model.task.kind == "regression":
         labels = torch.randn(ways * shots, model.task.out_dim, generator=torch.Generator().manual_seed(seed))
         return support_x, labels, labels, query_x
@@ -52,9 +64,12 @@ def _cases(model) -> list[tuple[int, int, int]]:
 
 
 def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = None, lr: float | None = None,
-                   opset: int = 20, atol: float = ADAPTER_ATOL, rtol: float = 1e-4) -> ExportReport:
+                   opset: int = 20, atol: float = ADAPTER_ATOL, rtol: float = 1e-4,
+                   sample_inputs: torch.Tensor | str | Path | None = None) -> ExportReport:
     """Write `adapter.onnx` + `manifest.json` to `out_dir` once parity is proved."""
-    model = fewshot_model(model_or_path).eval()
+    source = export_source(model_or_path, sample_inputs)
+    model = fewshot_model(source.model).eval()
+    real = torch.from_numpy(source.input_sets["real"]) if "real" in source.input_sets else None
     steps = model.adaptation["adapt_steps"] if steps is None else steps
     lr = model.adaptation["inner_lr"] if lr is None else lr
     if steps < 0:
@@ -79,9 +94,10 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
         onnx.save_model(proto, path, save_as_external_data=False)
         check_graph(path)
         runners = graph_runners(path, proto)
-        report = ParityReport(atol, rtol, [], ["random"], sorted(runners), {OUTPUT: OutputParity()})
+        report = ParityReport(atol, rtol, [], ["random" if real is None else "real"], sorted(runners),
+                              {OUTPUT: OutputParity()})
         for seed, (ways, shots, queries) in enumerate(_cases(model), start=1):
-            support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed)
+            support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed, real)
             adapted = adapt(_with_ways(model, ways) if metric else model, support_x, labels, steps=steps, lr=lr)
             with torch.no_grad():
                 want = adapted(query_x)[model.task.name].numpy()

@@ -62,7 +62,7 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     if atol < 0 or rtol < 0:
         raise InputError("tolerances must be >= 0")
     if format == "adapter":
-        return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol)
+        return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol, sample_inputs=sample_inputs)
     source = export_source(model_or_path, sample_inputs)
     if format == "onnx":
         rows = source.input_sets.get("real", source.input_sets["random"])

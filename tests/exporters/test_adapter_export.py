@@ -90,3 +90,15 @@ def test_adapter_refuses_a_whole_convnet(tmp_path):
     with pytest.raises(InputError, match="adapts a whole ConvNet"):
         mtl_deploy.export(tmp_path / "ckpt", tmp_path / "adapter", format="adapter")
     assert not (tmp_path / "adapter").exists()
+
+
+def test_adapter_parity_runs_on_the_checkpoints_real_rows(adapter, tmp_path):
+    algorithm, root, report = adapter
+    assert report.manifest["parity"]["inputs"] == ["real"] and report.manifest["parity"]["passed"]
+    if algorithm != "protonet":
+        return
+    in_memory = mtl_deploy.load(root / "ckpt")  # a bare model carries no rows: random ones on the training scale
+    assert mtl_deploy.export(in_memory, tmp_path / "a", format="adapter").manifest["parity"]["inputs"] == ["random"]
+    with pytest.raises(InputError, match="row shape"):
+        mtl_deploy.export(root / "ckpt", tmp_path / "b", format="adapter", sample_inputs=torch.zeros(4, 3))
+    assert not (tmp_path / "b").exists()
