@@ -3,7 +3,7 @@
 largest prediction difference, and the median latency of one adapt-and-predict per task.
 
 Usage: python benchmarks/adapter_eval.py [--presets sinusoid-maml,digits-protonet,digits-anil]
-                                        [--iterations N] [--tasks 600] [--atol 1e-4]
+                                        [--iterations N] [--tasks 600]
 """
 
 import argparse
@@ -30,7 +30,6 @@ def main():
     parser.add_argument("--presets", default="sinusoid-maml,digits-protonet,digits-anil")
     parser.add_argument("--iterations", type=int, default=None, help="override meta.iterations (default: preset's)")
     parser.add_argument("--tasks", type=int, default=600)
-    parser.add_argument("--atol", type=float, default=None, help="parity tolerance of the export (default: 1e-4)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print("| preset | episode | tasks | PyTorch query metric | ONNX Runtime query metric | max abs prediction diff "
@@ -40,7 +39,7 @@ def main():
         for preset in args.presets.split(","):
             config = resolve_config(preset=preset, overrides={"meta.iterations": args.iterations})
             fitted = meta_train_and_save(config, Path(root) / preset, progress=False)
-            mtl_deploy.export(Path(root) / preset, Path(root) / f"{preset}-adapter", format="adapter", atol=args.atol)
+            mtl_deploy.export(Path(root) / preset, Path(root) / f"{preset}-adapter", format="adapter")
             device = Predictor(Path(root) / f"{preset}-adapter", threads=1)
             model, kind = fitted.model, fitted.model.task.kind
             episodes = fitted.family.samplers["test"].sample(args.tasks, torch.Generator().manual_seed(99))

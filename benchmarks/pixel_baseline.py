@@ -9,11 +9,11 @@ Run: PYTHONPATH=. python benchmarks/pixel_baseline.py
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mtl_deploy.config import resolve_config
 from mtl_deploy.data.dataset import normalization_stats
 from mtl_deploy.meta.evaluate import summarize
+from mtl_deploy.meta.metric import prototypes
 from mtl_deploy.meta.train import family_of
 
 
@@ -27,8 +27,7 @@ def main() -> None:
         test = family.samplers["test"].sample(600, torch.Generator().manual_seed(1234))  # evaluate_fewshot's episodes
         support = ((test.support_x - mean) / std).flatten(2)  # (T, S, D)
         query = ((test.query_x - mean) / std).flatten(2)  # (T, Q, D)
-        onehot = F.one_hot(test.support_y, meta.ways).float()  # (T, S, ways)
-        means = onehot.transpose(1, 2) @ support / onehot.sum(1).unsqueeze(-1)  # (T, ways, D)
+        means = prototypes(support, test.support_y, meta.ways)  # (T, ways, D)
         correct = (torch.cdist(query, means).argmin(-1) == test.query_y).float().mean(1)  # (T,)
         row = summarize("pixels", "-", "accuracy", correct, torch.zeros_like(correct))
         label = f"offset by up to {translate} px" if translate else "as shipped"
