@@ -16,7 +16,7 @@ import torch
 
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data.synthetic import synthetic_family
-from mtl_deploy.mtl.fit import fit_dataset
+from mtl_deploy.mtl.fit import fit
 from mtl_deploy.mtl.joint import evaluate
 from mtl_deploy.mtl.metrics import delta_m_of_metrics
 
@@ -52,13 +52,13 @@ def family_deltas(relatedness: float, seed: int, epochs: int) -> dict[tuple[str,
     holdout = synthetic_family(n_rows=HOLDOUT_ROWS, split="holdout", **options)
     single = {}
     for task in data.tasks:
-        fitted = fit_dataset(data.select_tasks([task.name]), run_config(seed, epochs, {"scheme": "hard"}, "equal", "none"),
+        fitted = fit(data.select_tasks([task.name]), run_config(seed, epochs, {"scheme": "hard"}, "equal", "none"),
                              progress=False)
         single[task.name] = evaluate(fitted.model, holdout.select_tasks([task.name]))[1][task.name]
     deltas = {}
     for scheme, sharing in SCHEMES.items():
         for method, (weighting, aggregation) in METHODS.items():
-            fitted = fit_dataset(data, run_config(seed, epochs, sharing, weighting, aggregation), progress=False)
+            fitted = fit(data, run_config(seed, epochs, sharing, weighting, aggregation), progress=False)
             deltas[scheme, method] = delta_m_of_metrics(single, evaluate(fitted.model, holdout)[1])
     return deltas
 

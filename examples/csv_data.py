@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+import mtl_deploy
 from mtl_deploy.config import resolve_config
 from mtl_deploy.data import synthetic_family
-from mtl_deploy.mtl import train
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "csv-out")
 out.mkdir(parents=True, exist_ok=True)
@@ -27,5 +27,5 @@ config_file.write_text(json.dumps({
     "model": {"trunk": {"type": "mlp", "hidden": [32, 32]}},
     "train": {"epochs": 100, "seed": 0},
 }, indent=2))
-fitted = train(resolve_config(config_file), out / "checkpoint", progress=False)
+fitted = mtl_deploy.train(resolve_config(config_file), out / "checkpoint", progress=False)
 print({task: {k: round(v, 3) for k, v in m.items()} for task, m in fitted.result.val_metrics.items()})

@@ -10,16 +10,16 @@ import os
 import sys
 from pathlib import Path
 
+import mtl_deploy
 from mtl_deploy.config import resolve_config
-from mtl_deploy.training import train_to_checkpoint
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "distributed-out") / "maml"
 iterations = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 config = resolve_config(preset="sinusoid-maml", overrides={"meta.iterations": iterations // 2,
                                                            "meta.val_every": 100, "meta.checkpoint_every": 100})
-train_to_checkpoint(config, out, progress=False)  # every process runs this; rank 0 writes
+train(config, out, progress=False)  # every process runs this; rank 0 writes
 config.meta.iterations = iterations  # the same run, continued from its saved state
-fitted = train_to_checkpoint(config, out, progress=False, resume=True)
+fitted = mtl_deploy.train(config, out, progress=False, resume=True)
 
 if os.environ.get("RANK", "0") == "0":  # torchrun numbers the processes; rank 0 reports
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

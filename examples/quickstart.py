@@ -8,11 +8,10 @@ import torch
 
 import mtl_deploy
 from mtl_deploy.config import resolve_config
-from mtl_deploy.mtl import train
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "quickstart-out")
 config = resolve_config(preset="synthetic-related")          # or resolve_config("my_config.json")
-fitted = train(config, out / "checkpoint", progress=False)    # trains and writes the checkpoint
+fitted = mtl_deploy.train(config, out / "checkpoint", progress=False)    # trains and writes the checkpoint
 report = mtl_deploy.export(out / "checkpoint", out / "export")  # raises ParityError on a mismatch
 
 model = mtl_deploy.load(out / "checkpoint")

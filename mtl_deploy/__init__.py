@@ -7,7 +7,7 @@ from mtl_deploy.version import __version__
 
 # Resolved on first use, so that `mtl_deploy.runtime` imports without torch (production
 # installs `mtl-deploy[runtime]` only) and `import mtl_deploy` without the export extra.
-_PUBLIC = {"save": "mtl_deploy.checkpoint", "load": "mtl_deploy.checkpoint",
+_PUBLIC = {"train": "mtl_deploy.training", "save": "mtl_deploy.checkpoint", "load": "mtl_deploy.checkpoint",
            "adapt": "mtl_deploy.meta.adapt", "export": "mtl_deploy.exporters"}
 
 __all__ = ["__version__", *_PUBLIC]

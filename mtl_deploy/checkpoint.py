@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mtl_deploy.atomic import atomic_directory, sha256_file
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
+from mtl_deploy.errors import InputError, MtlDeployError, bounded
 from mtl_deploy.meta import model as _fewshot  # noqa: F401  registers the few-shot architecture
 from mtl_deploy.models.registry import build_model
 from mtl_deploy.version import __version__
@@ -35,12 +36,14 @@ class Checkpoint:
     sample_inputs: torch.Tensor | None  # (N, *input_shape) real rows, when the checkpoint has them
 
 
-def save(model: nn.Module, path: str | Path, *, sample_inputs: torch.Tensor | None = None, **info) -> Path:
-    """Write `model` as a checkpoint directory at `path` (replacing any previous one only
-    once the new one is complete). `info` (JSON-serialisable) goes into the manifest."""
+def save(model: nn.Module, path: str | Path, *, sample_inputs: torch.Tensor | None = None,
+         inputs: tuple[str | Path, ...] = (), **info) -> Path:
+    """Write `model` as a checkpoint directory at `path` (replacing a previous checkpoint
+    only once the new one is complete, never anything else, nor any of `inputs`).
+    `info` (JSON-serialisable) goes into the manifest."""
     if not hasattr(model, "config"):
         raise InputError(f"{type(model).__name__} has no config(); save a model built by mtl_deploy")
-    with atomic_directory(path) as staging:
+    with atomic_directory(path, "checkpoint", inputs) as staging:
         write_checkpoint(model, staging, sample_inputs=sample_inputs, **info)
     return Path(path)
 
@@ -60,7 +63,7 @@ def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs: torch.
         "architecture": config, "tasks": config["tasks"], "input_shape": config["input_shape"],
         "normalization": _normalization(model),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "content_hash": files[WEIGHTS], "files": files, "info": info,
+        "content_hash": files[WEIGHTS], "files": files, "integrity": INTEGRITY, "info": info,
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -102,13 +105,42 @@ def _load_tensors(path: Path, name: str, expected_hash: str | None) -> dict[str,
         raise MtlDeployError(f"{file} is corrupt ({err}); restore it or retrain") from None
 
 
+def _build(path: Path, architecture, device: str = "cpu") -> nn.Module:
+    try:
+        with torch.device(device):
+            return build_model(architecture)
+    except MtlDeployError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        raise MtlDeployError(f"{path / MANIFEST} describes an architecture this version cannot build "
+                             f"({type(err).__name__}: {str(err)[:120]}); restore it or retrain") from None
+
+
+def _check_shapes(path: Path, architecture) -> None:
+    """Compare the manifest's architecture with the tensor shapes in the weights file's
+    header before anything is allocated: a tampered width is refused at no cost."""
+    skeleton = _build(path, architecture, device="meta")  # shapes only, no memory
+    try:
+        with safe_open(path / WEIGHTS, "pt") as weights:
+            stored = {key: list(weights.get_slice(key).get_shape()) for key in weights.keys()}
+    except (SafetensorError, OSError) as err:
+        raise MtlDeployError(f"{path / WEIGHTS} is corrupt ({str(err)[:120]}); restore it or retrain") from None
+    wanted = {key: list(value.shape) for key, value in skeleton.state_dict().items()}
+    wrong = [f"{key} {wanted.get(key)} vs {stored.get(key)}" for key in sorted(wanted.keys() | stored.keys())
+             if wanted.get(key) != stored.get(key)]
+    if wrong:
+        raise MtlDeployError(f"{path / WEIGHTS} does not fit the manifest's architecture (manifest vs weights: "
+                             f"{bounded(wrong, 3)}); restore the checkpoint or retrain")
+
+
 def read(path: str | Path) -> Checkpoint:
     """The checkpoint at `path`: rebuilt model (eval mode), manifest and sample inputs."""
     path = Path(path)
     manifest = read_manifest(path)
-    files = manifest.get("files", {})
+    files = manifest.get("files", {}) if isinstance(manifest.get("files"), dict) else {}
     state = _load_tensors(path, WEIGHTS, files.get(WEIGHTS))
-    model = build_model(manifest["architecture"])
+    _check_shapes(path, manifest.get("architecture"))
+    model = _build(path, manifest["architecture"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

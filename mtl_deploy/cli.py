@@ -37,6 +37,10 @@ def user_errors(interrupted: str = "interrupted: nothing was written; any previo
     except KeyboardInterrupt:
         typer.echo(interrupted, err=True)
         raise typer.Exit(130) from None
+    except OSError as err:  # a full disk, a permission, a vanished file: the library wrote nothing half
+        where = f": {err.filename}" if err.filename else ""
+        typer.echo(f"error: {err.strerror or err}{where}; nothing was replaced", err=True)
+        raise typer.Exit(1) from None
 
 
 def _progress() -> bool:
@@ -66,12 +70,12 @@ def train(
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
         from mtl_deploy.distributed import from_environment
         from mtl_deploy.report import training_summary
-        from mtl_deploy.training import run_config, train_to_checkpoint
+        from mtl_deploy import training
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
                      "meta.iterations": iterations, "meta.seed": seed, "train.checkpoint_every": checkpoint_every,
                      "meta.checkpoint_every": checkpoint_every}
-        run = run_config(config, preset, overrides, out, resume is not None)
-        fitted = train_to_checkpoint(run, out, _progress(), resume is not None)
+        run = training.run_config(config, preset, overrides, out, resume is not None)
+        fitted = training.train(run, out, _progress(), resume is not None)
         if from_environment().is_main:  # the process group the run joined
             typer.echo(training_summary(fitted))
             typer.echo(f"checkpoint: {out}")
@@ -80,10 +84,11 @@ def train(
 @app.command()
 def adapt(
     checkpoint: Annotated[Path, typer.Argument(help="Meta-trained checkpoint directory.")],
-    support: Annotated[Path, typer.Option(help=".npz with arrays x (K, ...) and y (K,) class ids or (K, out) values.")],
+    support: Annotated[Path, typer.Option(help=".npz with arrays x (K, ...) and y (K,) class ids or (K, out) values; or an .npy of x with --support-y.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory for the adapted model.")] = Path("adapted"),
     steps: Annotated[Optional[int], typer.Option(min=0, help="Adaptation steps (default: the model's).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Inner learning rate (default: the model's).")] = None,
+    support_y: Annotated[Optional[Path], typer.Option(help=".npy of the support labels or targets, when --support is an .npy of x.")] = None,
 ):
     """Adapt a meta-trained model to the task a support set shows; the result exports like any model.
 
@@ -91,7 +96,9 @@ def adapt(
     """
     with user_errors():
         from mtl_deploy.meta.adapt import adapt_checkpoint
-        adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr)
+        from mtl_deploy.report import adaptation_summary
+        typer.echo(adaptation_summary(adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr,
+                                                       support_y=support_y)))
         typer.echo(f"adapted checkpoint: {out}")
 
 
@@ -115,7 +122,7 @@ def evaluate(
             counts = tuple(int(s) for s in steps.split(","))
         except ValueError:
             raise InputError(f"--steps takes comma-separated integers like 0,1,10, got {steps!r}") from None
-        typer.echo(evaluation_table(evaluate_checkpoint(checkpoint, episodes, counts, shots, baselines)))
+        typer.echo(evaluation_table(evaluate_checkpoint(checkpoint, episodes, counts, shots, baselines, _progress())))
 
 
 @app.command()
@@ -130,7 +137,7 @@ def export(
     routed: Annotated[bool, typer.Option(help="One output picked per row by an int64 task_id input (heads of one size).")] = False,
     quantize: Annotated[Optional[str], typer.Option(help="int8: also write model.int8.onnx (ONNX Runtime dynamic quantization).")] = None,
     max_quantization_error: Annotated[float, typer.Option(help="Refuse int8 if an output changes more (see README).")] = 0.05,
-    name: Annotated[Optional[str], typer.Option(help="Model name in a Triton repository (default: the checkpoint's directory name).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in a Triton repository: letters, digits, _ . - (default: the checkpoint's directory name, or its parent's when that is 'checkpoint').")] = None,
 ):
     """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
 
@@ -152,10 +159,11 @@ def export(
 def verify(
     export_dir: Annotated[Path, typer.Argument(help="Export directory.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint it came from: also compare with PyTorch.")] = None,
-    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default: the export's).")] = None,
-    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default: the export's).")] = None,
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance [default: 1e-5, adapter 1e-4; never the manifest's].")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance [default: 1e-4; never the manifest's].")] = None,
 ):
-    """Re-check an export: file hashes, the ONNX checker, and parity (vs PyTorch with --checkpoint).
+    """Re-check an export: file hashes, the ONNX checker, and parity re-proved with the library's
+    tolerances (vs PyTorch with --checkpoint; a pt2 / aoti / torchscript export needs it).
 
     Example: mtl-deploy verify runs/export --checkpoint runs/ckpt
     """
@@ -209,8 +217,9 @@ def analyze(
             raise InputError("give --data FILE (.npz or .csv) or --preset NAME for the rows to analyse")
         source = data if data is not None else resolve_config(preset=preset).data
         relations = analyze_relations(checkpoint, source, out, batch_size=batch_size, threshold=threshold)
-        typer.echo(f"groups by gradient affinity:  {relations.groups_by_affinity}")
-        typer.echo(f"groups by target correlation: {relations.groups_by_correlation}")
+        typer.echo(f"recommended groups: {relations.recommended}  ({relations.reason})")
+        typer.echo(f"  by gradient affinity:  {relations.groups_by_affinity}")
+        typer.echo(f"  by target correlation: {relations.groups_by_correlation}")
         typer.echo(f"heatmaps and relations.json: {out}")
 
 

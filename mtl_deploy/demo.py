@@ -15,7 +15,7 @@ from mtl_deploy.exporters.exporter import export
 from mtl_deploy.exporters.onnx_export import MODEL_FILE
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.latency import serving_latency
-from mtl_deploy.mtl.fit import fit_dataset, train
+from mtl_deploy.mtl.fit import fit, train_run
 from mtl_deploy.mtl.metrics import PRIMARY, is_better
 from mtl_deploy.mtl.joint import evaluate
 from mtl_deploy.report import latency_table, parity_table, table
@@ -51,11 +51,11 @@ def compare_with_single_task(preset: str, progress: bool, seed: int = 0) -> tupl
     config.data.synthetic = {**config.data.synthetic, "seed": seed}
     data = synthetic_family(**config.data.synthetic)
     holdout = synthetic_family(**{**config.data.synthetic, "n_rows": HOLDOUT_ROWS, "split": "holdout"})
-    joint = fit_dataset(data, config, progress)
+    joint = fit(data, config, progress)
     _, joint_metrics = evaluate(joint.model, holdout)
     rows = []
     for task in data.tasks:
-        single = fit_dataset(data.select_tasks([task.name]), config, progress)
+        single = fit(data.select_tasks([task.name]), config, progress)
         _, single_metrics = evaluate(single.model, holdout.select_tasks([task.name]))
         metric = PRIMARY[task.kind][0]
         rows.append(Comparison(preset, task.name, task.kind, metric, joint_metrics[task.name][metric],
@@ -70,7 +70,7 @@ def run_demo(out_dir: str | Path = "demo-out", progress: bool = True, seed: int 
     comparisons, _ = compare_with_single_task("synthetic-unrelated", progress, seed)
     related, config = compare_with_single_task("synthetic-related", progress, seed)
     checkpoint_dir, export_dir = out_dir / "checkpoint", out_dir / "export"
-    train(config, checkpoint_dir, progress)
+    train_run(config, checkpoint_dir, progress)
     report = export(checkpoint_dir, export_dir)
     latency = serving_latency(load(checkpoint_dir), export_dir / MODEL_FILE)
     return DemoSummary(related + comparisons, report, latency, checkpoint_dir, export_dir,

@@ -8,13 +8,20 @@ import json
 from pathlib import Path
 
 from mtl_deploy.checkpoint import MANIFEST, read_manifest
-from mtl_deploy.errors import InputError
-from mtl_deploy.exporters.reverify import read_export_manifest
+from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.runtime.predictor import read_export_manifest
 from mtl_deploy.report import table
 
 
 def describe(path: str | Path) -> str:
-    path = Path(path)
+    try:
+        return _describe(Path(path))
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise MtlDeployError(f"{Path(path) / MANIFEST} is corrupt (bad or missing field {str(err)[:80]}); "
+                             "export or save it again") from None
+
+
+def _describe(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist; give a checkpoint or export directory")
     if not (path / MANIFEST).is_file():
@@ -32,8 +39,10 @@ def describe(path: str | Path) -> str:
                 ", ".join(f"{name} ({t['kind']})" for name, t in tasks.items() if t["output"] == o["name"])]
                for o in m["outputs"]]
         parity = m.get("parity", {})
-        what = f"adapter ({m['algorithm']}, {m['steps']} steps, lr {m['lr']})" if kind == "mtl_deploy.adapter" else "export"
-        lines = [f"{what} {path} (mtl_deploy {m['library_version']}, opset {m['opset']}, torch {m['torch_version']})",
+        what = (f"adapter ({m.get('algorithm')}, {m.get('steps')} steps, lr {m.get('lr')})"
+                if kind == "mtl_deploy.adapter" else f"{m.get('artifact_format', 'onnx')} export")
+        opset = f", opset {m['opset']}" if "opset" in m else ""
+        lines = [f"{what} {path} (mtl_deploy {m.get('library_version')}{opset}, torch {m.get('torch_version')})",
                  table(["", "name", "dtype", "shape", "tasks / encoding"], io),
                  f"parameters: {m.get('parameters', 'n/a')}",
                  f"parity: {'passed' if parity.get('passed') else 'NOT passed'} in {', '.join(parity.get('runtimes', []))}"

@@ -3,19 +3,24 @@
 resumes from, and in the end its checkpoint.
 
 While the run is going, everything is written to `<out>.partial`; at the end that
-directory replaces `<out>` in one rename, so `<out>` always holds a finished run and a
-run interrupted at any moment can be resumed from `<out>.partial`. Only rank 0 of a
-distributed run writes.
+directory replaces `<out>` in one atomic swap, so `<out>` always holds a finished run and
+a run interrupted at any moment can be resumed from `<out>.partial`. Only rank 0 of a
+distributed run writes, and one process at a time owns a run directory (`OutputLock`):
+a second run, or a second `--resume`, is refused and touches nothing. The saved state is
+bound to its run (a fingerprint of the config and the data it reads), so a state copied
+from another run is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from mtl_deploy.atomic import replace_directory
+from mtl_deploy.atomic import OutputLock, check_output, recover_siblings, replace_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.resume import TrainingState, read_state, write_state
 
@@ -24,6 +29,35 @@ METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 STATE = "training-state.safetensors"
 TENSORBOARD = "tensorboard"
+CHECKPOINT_MANIFEST = "manifest.json"  # written last into the run, when it finishes
+# what a resumed run may change: train longer, save its state more or less often
+EXTENDABLE = ("meta.iterations", "train.epochs", "meta.checkpoint_every", "train.checkpoint_every")
+
+
+def data_paths(config: dict) -> list[str]:
+    """The files or folders a run config reads its data from."""
+    return [section["path"] for section in (config.get("data"), config.get("meta"))
+            if isinstance(section, dict) and section.get("path")]
+
+
+def run_fingerprint(config: dict) -> str:
+    """sha256 of what makes a run this run: its config (less what a resume may extend) and
+    the data it reads (file contents; a folder's file names, sizes and times)."""
+    digest = hashlib.sha256()
+    fields = {f"{section}.{key}": value for section, values in config.items() if isinstance(values, dict)
+              for key, value in values.items() if f"{section}.{key}" not in EXTENDABLE}
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    for name in data_paths(config):
+        path = Path(name)
+        if path.is_file():
+            digest.update(sha256_file(path).encode())
+        elif path.is_dir():
+            for root, _, files in sorted(os.walk(path)):
+                for file in sorted(files):
+                    stat = os.stat(os.path.join(root, file))
+                    digest.update(f"{os.path.relpath(os.path.join(root, file), path)}:{stat.st_size}:"
+                                  f"{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 class RunDirectory:
@@ -35,16 +69,44 @@ class RunDirectory:
         self.work = self.out.with_name(self.out.name + ".partial")
         self.writer = writer
         self.log_lines = 0  # metrics-log lines of this run so far
+        self.fingerprint = ""  # of the run's config and data, set by `open`
+        self._created = False  # this process made `work` (only then may it remove it)
+        self._lock = OutputLock(self.out)
         self._tensorboard = None
 
     def __enter__(self) -> "RunDirectory":
+        """Own the run directory (refused, touching nothing, while another process does),
+        and finish what a run killed while putting its result in place left half done."""
+        if self.writer:
+            self._lock.acquire()
+            try:
+                self._recover()
+            except BaseException:
+                self._lock.release()
+                raise
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
         """A run that fails or is interrupted before its first saved state cannot be
-        resumed: remove its directory, so that nothing is left behind."""
-        if kind is not None and self.writer and self.work.is_dir() and not self.state_path.is_file():
-            shutil.rmtree(self.work, ignore_errors=True)
+        resumed: remove the directory it made, so that nothing is left behind."""
+        try:
+            if kind is not None and self._created and self.work.is_dir() and not self.state_path.is_file():
+                shutil.rmtree(self.work, ignore_errors=True)
+        finally:
+            self._lock.release()
+
+    def _recover(self) -> None:
+        """`work` holding a finished run means `finish` was killed: before the swap (the new
+        run, put in place now) or after it (the old run, newer at `out`, removed)."""
+        recover_siblings(self.out)
+        finished = self.work / CHECKPOINT_MANIFEST
+        if not finished.is_file():
+            return
+        current = self.out / CHECKPOINT_MANIFEST
+        if current.is_file() and current.stat().st_mtime_ns >= finished.stat().st_mtime_ns:
+            shutil.rmtree(self.work)
+        else:
+            replace_directory(self.work, self.out)
 
     @property
     def state_path(self) -> Path:
@@ -66,19 +128,22 @@ class RunDirectory:
 
     def open(self, config: dict, resume: bool) -> TrainingState | None:
         """Begin the run (`start`) or continue it (`resume`, which returns the saved state)."""
+        self.fingerprint = run_fingerprint(config)
         return self.resume(config) if resume else self.start(config)
 
     def start(self, config: dict) -> None:
-        """A fresh run: refuse to discard an interrupted one, then write the config."""
+        """A fresh run: refuse an output that is not a run of ours or that holds the data,
+        and to discard an interrupted run; then write the config."""
         if not self.writer:
             return
-        if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"{self.out} exists and is not a directory; choose another output path")
+        check_output(self.out, "checkpoint", data_paths(config))
+        check_output(self.work, "checkpoint", data_paths(config))
         if self.work.exists():
             raise InputError(f"an interrupted run is at {self.work}: continue it with --resume {self.out}, "
                              "or delete it to start afresh")
         try:
             self.work.mkdir(parents=True)
+            self._created = True
             (self.work / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         except OSError as err:
             raise MtlDeployError(f"cannot write to {self.work} ({err.strerror}); choose a writable output path") from None
@@ -86,9 +151,12 @@ class RunDirectory:
 
     def resume(self, config: dict) -> TrainingState:
         """Continue the saved run (an interrupted one, or a finished one to run longer):
-        read its state and drop log lines written after that state was saved."""
+        read its state, check that it is this run's, and drop log lines written after it."""
         source = self.resumable()
         state = read_state(source / STATE)
+        if state.info.pop("run_fingerprint", None) != self.fingerprint:
+            raise MtlDeployError(f"the training state in {source} belongs to another run (its config or data "
+                                 "differ from this run's); resume the run it came from, or start afresh")
         self.log_lines = state.info.pop("log_lines")
         if self.writer:
             if source == self.out:
@@ -105,7 +173,8 @@ class RunDirectory:
         written (a resume drops later ones)."""
         if self.writer:
             write_state(self.state_path, modules=modules, optimizer=optimizer,
-                        info={**info, "log_lines": self.log_lines}, tensors=tensors, best=best)
+                        info={**info, "log_lines": self.log_lines, "run_fingerprint": self.fingerprint},
+                        tensors=tensors, best=best)
 
     def log(self, record: dict) -> None:
         """Append one line to the metrics log (and its scalars to TensorBoard)."""
@@ -138,7 +207,7 @@ class RunDirectory:
         if self._tensorboard is not None:
             self._tensorboard.close()
         write_checkpoint(self.work)
-        from mtl_deploy.curves import plot_curves
+        from mtl_deploy.plots import plot_curves
 
         plot_curves(self.metrics(), self.work / CURVES)
         replace_directory(self.work, self.out)

@@ -49,6 +49,14 @@ def training_summary(fitted) -> str:
             f"meta-training took {fitted.seconds:.1f} s (inner loop: {backend()} backend)")
 
 
+def adaptation_summary(adapted) -> str:
+    """What `adapt` prints: the support loss before and after adapting."""
+    loss = "mse" if adapted.model.task.kind == "regression" else "cross-entropy"
+    if adapted.loss_before != adapted.loss_before:  # NaN: a metric model has no loss before its support set
+        return f"support loss ({loss}) after adapting: {adapted.loss_after:.4g}"
+    return f"support loss ({loss}): {adapted.loss_before:.4g} before adapting, {adapted.loss_after:.4g} after"
+
+
 def evaluation_table(rows) -> str:
     """The evaluate command's table. With a scratch baseline among the rows, every row also
     gets its paired difference from scratch over the same episodes: whether meta-learning paid."""
@@ -64,8 +72,14 @@ def evaluation_table(rows) -> str:
 
     body = [[r.method, r.steps, r.metric, r.mean, r.ci95, r.median, r.diverged, r.episodes, versus_scratch(r)]
             for r in rows]
-    return table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes",
+    text = table(["method", "steps", "metric", "mean", "±95% CI", "median", "diverged", "episodes",
                   "vs scratch (paired)"], body)
+    if scratch is None:
+        return text
+    better = "lower" if scratch.metric in ("mse", "mae", "loss") else "higher"
+    return (text + f"\nvs scratch (paired): this method's {scratch.metric} minus scratch's on the same episodes, "
+            f"± its 95% CI; {better} {scratch.metric} is better, so "
+            f"{'a negative' if better == 'lower' else 'a positive'} difference means the method beats scratch")
 
 
 def int8_table(report: dict) -> str:

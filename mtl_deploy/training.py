@@ -11,11 +11,8 @@ from mtl_deploy import distributed
 from mtl_deploy.config import RunConfig, apply_overrides, config_from_dict, resolve_config
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.train import MetaFitted, meta_train_and_save
-from mtl_deploy.mtl.fit import Fitted, train
-from mtl_deploy.records import RunDirectory
-
-# what a resumed run may change: train longer, save its state more or less often
-EXTENDABLE = ("meta.iterations", "train.epochs", "meta.checkpoint_every", "train.checkpoint_every")
+from mtl_deploy.mtl.fit import Fitted, train_run
+from mtl_deploy.records import EXTENDABLE, RunDirectory
 
 
 def run_config(config_path: str | Path | None, preset: str | None, overrides: dict[str, Any] | None,
@@ -44,13 +41,13 @@ def _fields(config: RunConfig) -> dict[str, Any]:
             for key, value in (fields or {}).items()}
 
 
-def train_to_checkpoint(config: RunConfig, out_dir: str | Path, progress: bool = True,
+def train(config: RunConfig, out_dir: str | Path, progress: bool = True,
                         resume: bool = False) -> Fitted | MetaFitted:
     """Train into the run directory `out_dir`; under torchrun, as this process's rank."""
     group = distributed.from_environment()
     if config.meta is not None:
         fitted = meta_train_and_save(config, out_dir, progress, resume, group)
     else:
-        fitted = train(config, out_dir, progress, resume, group)
+        fitted = train_run(config, out_dir, progress, resume, group)
     group.barrier()  # the run directory is complete before any rank goes on
     return fitted

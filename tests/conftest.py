@@ -7,7 +7,7 @@ import pytest
 import mtl_deploy
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data import synthetic_family
-from mtl_deploy.mtl import fit_dataset
+from mtl_deploy.mtl import fit
 
 
 def quick_config(epochs: int = 30) -> RunConfig:
@@ -19,7 +19,7 @@ def quick_config(epochs: int = 30) -> RunConfig:
 
 @pytest.fixture(scope="session")
 def fitted():
-    return fit_dataset(synthetic_family(n_rows=200, seed=0), quick_config(), progress=False)
+    return fit(synthetic_family(n_rows=200, seed=0), quick_config(), progress=False)
 
 
 @pytest.fixture(scope="session")

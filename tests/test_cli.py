@@ -103,7 +103,7 @@ def test_missing_and_corrupt_checkpoint(checkpoint_dir, tmp_path):
     (broken / "weights.safetensors").write_bytes(b"garbage")
     assert_one_line_error(*invoke("export", broken, "--out", tmp_path / "e"), 1, "corrupt")
     assert not (tmp_path / "e").exists()
-    assert_one_line_error(*invoke("verify", tmp_path / "nope"), 2, "not an export directory")
+    assert_one_line_error(*invoke("verify", tmp_path / "nope"), 2, "does not exist")
     assert_one_line_error(*invoke("inspect", tmp_path / "nope"), 2, "does not exist")
 
 

@@ -16,14 +16,14 @@ import onnx
 import onnxruntime
 import torch
 
-from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.adapter_graph import METRIC, AdapterGraph
 from mtl_deploy.exporters.onnx_graph import quiet_exporter
 from mtl_deploy.exporters.report import ExportReport
-from mtl_deploy.exporters.source import export_source
-from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph, graph_runners,
-                                      random_inputs, record_error)
+from mtl_deploy.exporters.source import export_source, weights_hash
+from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph,
+                                      graph_runners, random_inputs, record_error)
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.meta.adapt import adapt, fewshot_model
 from mtl_deploy.meta.metric import SUPPORT_BUFFERS
@@ -89,23 +89,11 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
         raise MtlDeployError(f"adapter export failed: {str(err).strip().splitlines()[0]}") from err
     proto = program.model_proto
     proto.producer_name, proto.producer_version = "mtl_deploy", __version__
-    with atomic_directory(out_dir) as staging:
+    with atomic_directory(out_dir, "export", source.paths) as staging:
         path = staging / "adapter.onnx"
         onnx.save_model(proto, path, save_as_external_data=False)
         check_graph(path)
-        runners = graph_runners(path, proto)
-        report = ParityReport(atol, rtol, [], ["random" if real is None else "real"], sorted(runners),
-                              {OUTPUT: OutputParity()})
-        for seed, (ways, shots, queries) in enumerate(_cases(model), start=1):
-            support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed, real)
-            adapted = adapt(_with_ways(model, ways) if metric else model, support_x, labels, steps=steps, lr=lr)
-            with torch.no_grad():
-                want = adapted(query_x)[model.task.name].numpy()
-            feeds = {"support_x": support_x.numpy(), "support_y": support_y.numpy(), "query_x": query_x.numpy()}
-            for runtime, run in runners.items():
-                record_error(report.outputs[OUTPUT], run(feeds)[OUTPUT], want, atol, rtol,
-                             f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
-            report.batch_sizes.append(queries)
+        report = prove_adapter(graph_runners(path, proto), model, steps, lr, real, atol, rtol)
         if not report.passed:
             raise ParityError(report.failure_message() + "; no export was written")
         manifest = {
@@ -118,12 +106,34 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
                        {"name": "query_x", "shape": ["query", *model.input_shape], "dtype": "float32"}],
             "outputs": [{"name": OUTPUT, "shape": ["query", "ways" if metric else model.task.out_dim],
                          "dtype": "float32", "values": "values" if model.task.kind == "regression" else "logits"}],
-            "task": model.task.to_dict(), "model_sha256": sha256_file(path),
+            "task": model.task.to_dict(), "model_sha256": sha256_file(path), "weights_sha256": weights_hash(model),
+            "integrity": INTEGRITY,
             "torch_version": torch.__version__, "onnx_version": onnx.__version__,
             "onnxruntime_version": onnxruntime.__version__, "parity": report.to_dict(),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportReport(Path(out_dir), manifest, report)
+
+
+def prove_adapter(runners: dict, model: FewShotModel, steps: int, lr: float, real: torch.Tensor | None,
+                  atol: float, rtol: float) -> ParityReport:
+    """Run the adapter graph in every runner on episodes of several ways, shots and query
+    sizes, against `mtl_deploy.adapt` + forward in PyTorch."""
+    metric = model.adaptation["algorithm"] in METRIC
+    report = ParityReport(atol, rtol, [], ["random" if real is None else "real"], sorted(runners),
+                          {OUTPUT: OutputParity()})
+    for seed, (ways, shots, queries) in enumerate(_cases(model), start=1):
+        support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed, real)
+        adapted = adapt(_with_ways(model, ways) if metric else model, support_x, labels, steps=steps, lr=lr)
+        with torch.no_grad():
+            want = adapted(query_x)[model.task.name].numpy()
+        feeds = {"support_x": support_x.numpy(), "support_y": support_y.numpy(), "query_x": query_x.numpy()}
+        for runtime, run in runners.items():
+            record_error(report.outputs[OUTPUT], run(feeds)[OUTPUT], want, atol, rtol,
+                         f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
+            report.comparisons += 1
+        report.batch_sizes.append(queries)
+    return report
 
 
 def _with_ways(model: FewShotModel, ways: int) -> FewShotModel:

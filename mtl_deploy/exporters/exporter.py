@@ -18,8 +18,10 @@ from mtl_deploy.exporters.quantize import add_int8
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
-from mtl_deploy.exporters.triton import export_triton
-from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL
+from mtl_deploy.atomic import check_output
+from mtl_deploy.exporters.triton import export_triton, triton_model_name
+from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, proof_batch_sizes,
+                                      proof_tolerances)
 
 FORMATS = ("onnx", "adapter", "triton", *ARTIFACTS)
 DEFAULT_OPSET = 20
@@ -54,13 +56,17 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         raise InputError("--quantize applies to --format onnx only")
     if quantize not in (None, "int8"):
         raise InputError(f"unknown quantization {quantize!r}; use int8")
-    atol = (ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL) if atol is None else atol
-    rtol = DEFAULT_RTOL if rtol is None else rtol
+    atol, rtol = proof_tolerances(atol, rtol, ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL)
+    batch_sizes = proof_batch_sizes(batch_sizes)
     newest = onnx.defs.onnx_opset_version()
     if not 18 <= opset <= newest:
         raise InputError(f"opset {opset} is out of range; use 18 to {newest} (default {DEFAULT_OPSET})")
-    if atol < 0 or rtol < 0:
-        raise InputError("tolerances must be >= 0")
+    inputs = tuple(p for p in (model_or_path, sample_inputs) if isinstance(p, (str, Path)))
+    if format == "triton":
+        triton_name = triton_model_name(triton_name, model_or_path)
+        check_output(Path(out_dir) / triton_name, "triton model", inputs)
+    else:
+        check_output(out_dir, "export", inputs)
     if format == "adapter":
         return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol, sample_inputs=sample_inputs)
     source = export_source(model_or_path, sample_inputs)
@@ -71,7 +77,6 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed,
                            finish=finish)
     if format == "triton":
-        name = triton_name or (Path(model_or_path).name if isinstance(model_or_path, (str, Path)) else "model")
-        return export_triton(source, out_dir, name, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes,
+        return export_triton(source, out_dir, triton_name, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes,
                              routed=routed)
     return export_torch(source, out_dir, format, atol=atol, rtol=rtol, batch_sizes=batch_sizes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnxruntime
 
-from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.exporters.graphs import multi_output_graph, routed_graph
 from mtl_deploy.exporters.onnx_graph import trace_onnx
 from mtl_deploy.exporters.report import ExportReport
@@ -45,7 +45,7 @@ def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: 
     proto.producer_name, proto.producer_version = "mtl_deploy", __version__
     onnx.helper.set_model_props(proto, {f"mtl_deploy.{k}": v if isinstance(v, str) else json.dumps(v)
                                         for k, v in essentials.items()})
-    with atomic_directory(out_dir) as staging:
+    with atomic_directory(out_dir, "export", source.paths) as staging:
         onnx.save_model(proto, staging / MODEL_FILE, save_as_external_data=False)
         check_graph(staging / MODEL_FILE)
         parity = prove_parity(graph_runners(staging / MODEL_FILE, proto), graph.expected, source.input_sets,
@@ -54,7 +54,7 @@ def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: 
             raise ParityError(parity.failure_message() + "; no export was written")
         manifest = {**base, **essentials, "artifact": MODEL_FILE, "model_sha256": sha256_file(staging / MODEL_FILE),
                     "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
-                    "parity": parity.to_dict()}
+                    "parity": parity.to_dict(), "integrity": INTEGRITY}
         if finish is not None:
             finish(staging, manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,9 +1,14 @@
 """Re-verify an export directory that already exists: its files are intact, its graph is
-valid, and (given the checkpoint it came from) it still matches PyTorch."""
+valid, and it still computes what the model computes.
+
+Nothing the export's own manifest says about the proof is trusted: tolerances are the
+library's defaults or the caller's, batch sizes are the library's, and a proof that
+compared nothing is an error. The manifest's hashes catch corruption; the re-run proof is
+what catches a graph that was edited and re-hashed.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,65 +16,125 @@ import numpy as np
 from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.exporters.onnx_export import MANIFEST, MODEL_FILE
-from mtl_deploy.exporters.source import weights_hash
+from mtl_deploy.exporters.adapter import ADAPTER_ATOL, OUTPUT, prove_adapter
 from mtl_deploy.exporters.graphs import mixed_task_ids, multi_output_graph, routed_graph
 from mtl_deploy.exporters.onnx_graph import INPUT_NAME, TASK_ID_NAME
-from mtl_deploy.exporters.verify import (ParityError, ParityReport, check_graph, graph_runners, prove_parity,
-                                      random_inputs, single_input)
+from mtl_deploy.exporters.source import weights_hash
+from mtl_deploy.exporters.torch_export import ARTIFACTS, RUNTIMES, reload_artifact, torch_runner
+from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, OutputParity, ParityError, ParityReport,
+                                      check_graph, graph_runners, proof_tolerances, prove_parity, random_inputs,
+                                      record_error, single_input, torch_outputs)
+from mtl_deploy.meta.adapt import fewshot_model
+from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest
 
-
-def read_export_manifest(export_dir: str | Path) -> dict:
-    export_dir = Path(export_dir)
-    if not (export_dir / MANIFEST).is_file():
-        raise InputError(f"{export_dir} is not an export directory: it has no {MANIFEST}")
-    try:
-        return json.loads((export_dir / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MtlDeployError(f"{export_dir / MANIFEST} is corrupt ({err}); export again") from None
+MAX_FEATURES = 1 << 20  # rows of random inputs are built from the graph's shape: bound it
 
 
 def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
                   atol: float | None = None, rtol: float | None = None) -> ParityReport:
-    """Check hashes and graph; then ONNX Runtime against PyTorch (with `checkpoint`) or,
-    without it, against the ONNX reference evaluator. Raises on any failure."""
+    """Check hashes and graph; then re-prove parity: against PyTorch with `checkpoint`,
+    else (ONNX) ONNX Runtime against the ONNX reference evaluator. Raises on any failure."""
     export_dir = Path(export_dir)
     manifest = read_export_manifest(export_dir)
-    model_path = export_dir / manifest.get("artifact", MODEL_FILE)
-    if not model_path.is_file():
-        raise MtlDeployError(f"{model_path} is missing; export again")
+    adapter = manifest["format"] == "mtl_deploy.adapter"
+    atol, rtol = proof_tolerances(atol, rtol, ADAPTER_ATOL if adapter else DEFAULT_ATOL)
+    model_path = artifact_path(export_dir, manifest)
     if sha256_file(model_path) != manifest.get("model_sha256"):
         raise MtlDeployError(f"{model_path} does not match the hash in its manifest: it was changed or is corrupt")
-    proto = check_graph(model_path)
-    graph_io = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
-    manifest_io = ([i["name"] for i in manifest["inputs"]], [o["name"] for o in manifest["outputs"]])
-    if graph_io != manifest_io:
-        raise MtlDeployError(f"the graph's inputs/outputs {graph_io} differ from the manifest's {manifest_io}")
-    stored = manifest.get("parity", {})
-    atol = stored.get("atol", 1e-5) if atol is None else atol
-    rtol = stored.get("rtol", 1e-4) if rtol is None else rtol
-    batch_sizes = stored.get("batch_sizes", [1, 37, 256])
-    runners = graph_runners(model_path, proto)
-    routed = manifest.get("routed", False)
-    if checkpoint is None:
-        row_shape = manifest["inputs"][0]["shape"][1:]
-        rows = np.random.default_rng(0).standard_normal((64, *row_shape)).astype(np.float32)
-        reference = runners.pop("onnx.reference")
-        make_feeds = single_input
-        if routed:
-            def make_feeds(x):
-                return {INPUT_NAME: x, TASK_ID_NAME: mixed_task_ids(len(x), len(manifest["tasks"]))}
-        report = prove_parity(runners, reference, {"random": rows}, batch_sizes, atol, rtol, make_feeds)
+    loaded = None if checkpoint is None else checkpoints.read(checkpoint)
+    if loaded is not None and weights_hash(loaded.model) != manifest.get("weights_sha256"):
+        raise InputError(f"checkpoint {checkpoint} holds other weights than this export was made from"
+                         + ("" if manifest.get("weights_sha256") else " (the export records no weights hash: "
+                            "export it again)"))
+    format = manifest.get("artifact_format", "onnx")
+    if format in ARTIFACTS:
+        report = _verify_torch_artifact(model_path, format, manifest, loaded, atol, rtol)
+    elif adapter:
+        report = _verify_adapter(model_path, manifest, loaded, atol, rtol)
     else:
-        loaded = checkpoints.read(checkpoint)
-        if weights_hash(loaded.model) != manifest.get("weights_sha256"):
-            raise InputError(f"checkpoint {checkpoint} holds other weights than this export was made from")
-        input_sets = {"random": random_inputs(loaded.model, 64, seed=1).numpy()}
-        if loaded.sample_inputs is not None:
-            input_sets["real"] = loaded.sample_inputs.numpy()
-        names = list(manifest["tasks"])
-        plan = routed_graph(loaded.model, names) if routed else multi_output_graph(loaded.model, names)
-        report = prove_parity(runners, plan.expected, input_sets, batch_sizes, atol, rtol, plan.make_feeds)
+        report = _verify_onnx(model_path, manifest, loaded, atol, rtol)
     if not report.passed:
         raise ParityError(report.failure_message())
     return report
+
+
+def _checked_graph(model_path: Path, manifest: dict):
+    proto = check_graph(model_path)
+    graph_io = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+    manifest_io = ([i.get("name") for i in manifest["inputs"]], [o.get("name") for o in manifest.get("outputs", [])])
+    if graph_io != manifest_io:
+        raise MtlDeployError(f"the graph's inputs/outputs {graph_io} differ from the manifest's {manifest_io}")
+    return proto
+
+
+def _row_shape(proto, index: int = 0) -> list[int]:
+    """A value's shape past its first axis, from the graph itself (fixed sizes only)."""
+    dims = proto.graph.input[index].type.tensor_type.shape.dim[1:]
+    shape = [d.dim_value for d in dims]
+    if any(d.dim_param or d.dim_value < 1 for d in dims) or int(np.prod(shape)) > MAX_FEATURES:
+        raise MtlDeployError(f"the graph's input {proto.graph.input[index].name!r} has no fixed row shape")
+    return shape
+
+
+def _verify_onnx(model_path: Path, manifest: dict, loaded, atol: float, rtol: float) -> ParityReport:
+    proto = _checked_graph(model_path, manifest)
+    runners = graph_runners(model_path, proto)
+    routed = bool(manifest.get("routed", False))
+    if loaded is None:
+        rows = np.random.default_rng(0).standard_normal((64, *_row_shape(proto))).astype(np.float32)
+        reference = runners.pop("onnx.reference")
+        tasks = len(manifest.get("tasks", {}))
+        make_feeds = (lambda x: {INPUT_NAME: x, TASK_ID_NAME: mixed_task_ids(len(x), tasks)}) if routed else single_input
+        return prove_parity(runners, reference, {"random": rows}, DEFAULT_BATCH_SIZES, atol, rtol, make_feeds)
+    names = list(manifest["tasks"])
+    plan = routed_graph(loaded.model, names) if routed else multi_output_graph(loaded.model, names)
+    return prove_parity(runners, plan.expected, _input_sets(loaded), DEFAULT_BATCH_SIZES, atol, rtol, plan.make_feeds)
+
+
+def _input_sets(loaded) -> dict[str, np.ndarray]:
+    input_sets = {"random": random_inputs(loaded.model, 64, seed=1).numpy()}
+    if loaded.sample_inputs is not None:
+        input_sets["real"] = loaded.sample_inputs.numpy()
+    return input_sets
+
+
+def _verify_torch_artifact(model_path: Path, format: str, manifest: dict, loaded, atol: float,
+                           rtol: float) -> ParityReport:
+    """A pt2 / AOTI / TorchScript artifact has no second runtime to compare with: its proof
+    is against the PyTorch model, so it needs the checkpoint."""
+    if loaded is None:
+        raise InputError(f"{model_path.parent} is a {format} export: its parity is proved against the PyTorch "
+                         f"model, so give the checkpoint: mtl-deploy verify {model_path.parent} --checkpoint CKPT")
+    names = list(manifest["tasks"])
+    runner = torch_runner(reload_artifact(format, model_path), names)
+    return prove_parity({RUNTIMES[format]: runner}, torch_outputs(loaded.model, names), _input_sets(loaded),
+                        DEFAULT_BATCH_SIZES, atol, rtol)
+
+
+def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol: float) -> ParityReport:
+    proto = _checked_graph(model_path, manifest)
+    runners = graph_runners(model_path, proto)
+    if loaded is not None:
+        model = fewshot_model(loaded.model).eval()
+        return prove_adapter(runners, model, manifest["steps"], manifest["lr"], loaded.sample_inputs, atol, rtol)
+    reference = runners.pop("onnx.reference")
+    row_shape = _row_shape(proto)
+    kind = manifest.get("task", {}).get("kind")
+    width = proto.graph.input[1].type.tensor_type.shape.dim[1]
+    report = ParityReport(atol, rtol, [], ["random"], sorted(runners))
+    rng = np.random.default_rng(0)
+    for ways, shots, queries in ((2, 1, 1), (3, 2, 5), (3, 4, 17)):
+        classes = width.dim_value or ways
+        rows = classes * shots if kind != "regression" else shots * 4
+        support_y = (np.eye(classes, dtype=np.float32)[np.arange(rows) % classes] if kind != "regression"
+                     else rng.standard_normal((rows, classes)).astype(np.float32))
+        feeds = {"support_x": rng.standard_normal((rows, *row_shape)).astype(np.float32), "support_y": support_y,
+                 "query_x": rng.standard_normal((queries, *row_shape)).astype(np.float32)}
+        want = reference(feeds)
+        for runtime, run in runners.items():
+            record_error(report.outputs.setdefault(OUTPUT, OutputParity()), run(feeds)[OUTPUT], want[OUTPUT],
+                         atol, rtol, f"{runtime} vs onnx.reference, {rows} support rows, {queries} queries")
+            report.comparisons += 1
+        report.batch_sizes.append(queries)
+    return report
+

@@ -14,7 +14,7 @@ from torch import nn
 
 from mtl_deploy import checkpoint
 from mtl_deploy.data.loaders import load_inputs
-from mtl_deploy.errors import InputError
+from mtl_deploy.errors import InputError, MtlDeployError, bounded
 from mtl_deploy.exporters.onnx_graph import BATCH_DIM, INPUT_NAME
 from mtl_deploy.exporters.verify import random_inputs
 from mtl_deploy.version import __version__
@@ -33,6 +33,7 @@ class ExportSource:
     model: nn.Module
     input_sets: dict[str, np.ndarray]  # "random" rows on the training scale, "real" rows when known
     checkpoint_manifest: dict | None
+    paths: tuple[Path, ...] = ()  # the files it was read from: an export may not overwrite them
 
     @property
     def task_names(self) -> list[str]:
@@ -58,6 +59,7 @@ class ExportSource:
 
 
 def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None = None) -> ExportSource:
+    paths = tuple(Path(p) for p in (model_or_path, sample_inputs) if isinstance(p, (str, Path)))
     if isinstance(model_or_path, nn.Module):
         model, stored, manifest = model_or_path.eval(), None, None
     else:
@@ -65,6 +67,11 @@ def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None
         model, stored, manifest = loaded.model, loaded.sample_inputs, loaded.manifest
     if not hasattr(model, "tasks") or not hasattr(model, "config"):
         raise InputError(f"{type(model).__name__} is not an mtl_deploy model; build it with mtl_deploy.models")
+    broken = [name for name, value in model.state_dict().items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise MtlDeployError(f"the model's weights hold NaN or inf ({bounded(broken, 3)}); "
+                             "nothing to export: retrain or adapt with a lower learning rate")
     if isinstance(sample_inputs, (str, Path)):
         sample_inputs = load_inputs(sample_inputs, model.input_shape, [t.name for t in model.tasks])
     real = sample_inputs if sample_inputs is not None else stored
@@ -73,4 +80,4 @@ def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None
     input_sets = {"random": random_inputs(model, 64, seed=1).numpy()}
     if real is not None:
         input_sets["real"] = real.float().numpy()
-    return ExportSource(model, input_sets, manifest)
+    return ExportSource(model, input_sets, manifest, paths)

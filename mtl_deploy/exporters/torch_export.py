@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mtl_deploy.atomic import atomic_directory, sha256_file
+from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.exporters.onnx_graph import BATCH_DIM, TupleOutputs
 from mtl_deploy.exporters.report import ExportReport
@@ -34,41 +34,58 @@ def _exported_program(wrapper: torch.nn.Module, example: torch.Tensor) -> torch.
     return torch.export.export(wrapper, (example,), dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},))
 
 
-def _write_and_reload(format: str, wrapper: torch.nn.Module, example: torch.Tensor, path: Path) -> Callable:
-    """Write the artifact to `path` and return it reloaded from disk, as a callable."""
+def _write(format: str, wrapper: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     if format == "pt2":
         torch.export.save(_exported_program(wrapper, example), str(path))
-        return torch.export.load(str(path)).module()
-    if format == "aoti":
+    elif format == "aoti":
         torch._inductor.aoti_compile_and_package(_exported_program(wrapper, example), package_path=str(path))
-        return torch._inductor.aoti_load_package(str(path))
-    with warnings.catch_warnings():  # every torch.jit call warns that it is deprecated
-        warnings.simplefilter("ignore")
-        torch.jit.trace(wrapper, example, check_trace=False).save(str(path))
-        return torch.jit.load(str(path))
+    else:
+        with warnings.catch_warnings():  # every torch.jit call warns that it is deprecated
+            warnings.simplefilter("ignore")
+            torch.jit.trace(wrapper, example, check_trace=False).save(str(path))
+
+
+def reload_artifact(format: str, path: Path) -> Callable:
+    """The artifact at `path` loaded from disk, as a callable; a file that does not load is
+    one MtlDeployError."""
+    try:
+        if format == "pt2":
+            return torch.export.load(str(path)).module()
+        if format == "aoti":
+            return torch._inductor.aoti_load_package(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(path))
+    except Exception as err:  # each loader raises its own types for a corrupt file
+        raise MtlDeployError(f"{path} does not load as a {format} artifact "
+                             f"({str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})") from None
+
+
+def torch_runner(loaded: Callable, names: list[str]) -> Callable[[dict], dict]:
+    """feeds in, numpy out: a reloaded artifact as one runtime of a parity proof."""
+    def run(feeds: dict) -> dict:
+        with torch.no_grad():
+            outputs = loaded(torch.from_numpy(feeds["x"]))
+        return {name: value.numpy() for name, value in zip(names, outputs)}
+    return run
 
 
 def export_torch(source: ExportSource, out_dir: str | Path, format: str, *, atol: float, rtol: float,
                  batch_sizes) -> ExportReport:
     model, names = source.model, source.task_names
     wrapper = TupleOutputs(model, names).eval()
-    with atomic_directory(out_dir) as staging:
+    with atomic_directory(out_dir, "export", source.paths) as staging:
         path = staging / ARTIFACTS[format]
         try:
-            loaded = _write_and_reload(format, wrapper, random_inputs(model, 4), path)
+            _write(format, wrapper, random_inputs(model, 4), path)
         except Exception as err:  # tracers and compilers raise many types; the user needs the first line
             raise MtlDeployError(f"{format} export failed: {str(err).strip().splitlines()[0]}") from err
-
-        def run(feeds: dict) -> dict:
-            with torch.no_grad():
-                outputs = loaded(torch.from_numpy(feeds["x"]))
-            return {name: value.numpy() for name, value in zip(names, outputs)}
-
+        run = torch_runner(reload_artifact(format, path), names)
         parity = prove_parity({RUNTIMES[format]: run}, torch_outputs(model, names), source.input_sets, batch_sizes,
                               atol, rtol)
         if not parity.passed:
             raise ParityError(parity.failure_message() + "; no export was written")
         manifest = {**source.base_manifest(), **source.io_manifest(), "artifact": path.name, "artifact_format": format,
-                    "model_sha256": sha256_file(path), "parity": parity.to_dict()}
+                    "model_sha256": sha256_file(path), "parity": parity.to_dict(), "integrity": INTEGRITY}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportReport(Path(out_dir), manifest, parity)

@@ -5,6 +5,7 @@ inputs and outputs are declared without the batch dimension."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mtl_deploy.atomic import atomic_directory
@@ -13,6 +14,8 @@ from mtl_deploy.exporters.onnx_export import export_onnx
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import ExportSource
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+GENERIC_NAMES = {"checkpoint", "ckpt", "model", "export", "out", "output", "adapted"}
 TRITON_TYPES = {"float32": "TYPE_FP32", "float64": "TYPE_FP64", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
 MAX_BATCH_SIZE = 1024
 
@@ -37,11 +40,29 @@ def model_config(name: str, manifest: dict, threads: int = 1, max_queue_delay_us
             'parameters { key: "inter_op_thread_count" value: { string_value: "1" } }\n')
 
 
+def triton_model_name(name: str | None, model_or_path) -> str:
+    """`name` checked as a plain model name (it is written into config.pbtxt and used as a
+    directory), or by default the checkpoint's directory name, or its parent's where that
+    name says nothing ("checkpoint", "model", ...)."""
+    if name is not None:
+        if not MODEL_NAME.fullmatch(name):
+            raise InputError(f"invalid Triton model name {name[:80]!r}; use letters, digits, '_', '.' or '-' "
+                             "(at most 128, starting with a letter or digit)")
+        return name
+    if not isinstance(model_or_path, (str, Path)):
+        return "model"
+    path = Path(model_or_path).resolve()
+    for candidate in (path.name, path.parent.name):
+        cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", candidate).lstrip("._-")[:128]
+        if cleaned and cleaned.lower() not in GENERIC_NAMES:
+            return cleaned
+    return "model"
+
+
 def export_triton(source: ExportSource, repository: str | Path, name: str, **onnx_options) -> ExportReport:
-    """Write (or replace) model `name` in the repository, its ONNX export verified first."""
-    if not name or "/" in name or name.startswith("."):
-        raise InputError(f"invalid Triton model name {name!r}; use a plain directory name")
-    with atomic_directory(Path(repository) / name) as staging:
+    """Write (or replace) model `name` (see `triton_model_name`) in the repository, its ONNX
+    export verified first."""
+    with atomic_directory(Path(repository) / name, "triton model", source.paths) as staging:
         report = export_onnx(source, staging / "1", **onnx_options)
         (staging / "config.pbtxt").write_text(model_config(name, report.manifest))
     return ExportReport(Path(repository) / name, report.manifest, report.parity)

@@ -19,12 +19,36 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
-from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.onnx_graph import INPUT_NAME, STANDARD_DOMAINS
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
+MAX_TOLERANCE = 1.0  # past this a "proof" proves nothing
+MAX_BATCH = 65536
 Outputs = dict[str, np.ndarray]
+
+
+def proof_tolerances(atol: float | None, rtol: float | None, default_atol: float = DEFAULT_ATOL) -> tuple[float, float]:
+    """The tolerances of a parity proof: the library's defaults, or the caller's when they
+    are finite numbers in [0, 1]; anything else is a usage error, not a failed proof."""
+    atol = default_atol if atol is None else atol
+    rtol = DEFAULT_RTOL if rtol is None else rtol
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= MAX_TOLERANCE):
+            raise InputError(f"{name} must be a number in [0, {MAX_TOLERANCE:g}], got {value!r}")
+    return float(atol), float(rtol)
+
+
+def proof_batch_sizes(batch_sizes) -> list[int]:
+    """Batch sizes of a parity proof: a non-empty list of integers in [1, 65536]."""
+    sizes = list(batch_sizes)
+    if not sizes or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= MAX_BATCH
+                        for b in sizes):
+        shown = sizes[:8]
+        raise InputError(f"batch_sizes must be a non-empty list of integers in [1, {MAX_BATCH}], got {shown}"
+                         + (" ..." if len(sizes) > 8 else ""))
+    return [int(b) for b in sizes]
 
 
 class ParityError(MtlDeployError):
@@ -37,6 +61,7 @@ class OutputParity:
     max_rel_error: float = 0.0  # |a - e| / max(|e|, atol): relative where |e| is not tiny
     passed: bool = True
     worst_case: str = ""  # runtime, inputs and batch size of the largest violation
+    non_finite: str = ""  # where NaN or inf appeared, e.g. "NaN in PyTorch's output"
 
 
 @dataclass
@@ -48,16 +73,22 @@ class ParityReport:
     runtimes: list[str]
     outputs: dict[str, OutputParity] = field(default_factory=dict)
 
+    comparisons: int = 0  # (runtime, input set, batch) runs compared; a proof of none proves nothing
+
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs.values())
+        return self.comparisons > 0 and bool(self.outputs) and all(o.passed for o in self.outputs.values())
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
     def failure_message(self) -> str:
+        if not self.comparisons or not self.outputs:
+            return "parity was not proved: no comparison ran"
         name, worst = max(((n, o) for n, o in self.outputs.items() if not o.passed),
                           key=lambda item: item[1].max_abs_error)
+        if worst.non_finite:
+            return f"parity failed: output {name!r} has {worst.non_finite} in {worst.worst_case}"
         return (f"parity failed: output {name!r} differs by up to {worst.max_abs_error:.3g} "
                 f"(atol {self.atol:g}, rtol {self.rtol:g}) in {worst.worst_case}")
 
@@ -130,7 +161,9 @@ def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Cal
                  rtol: float = DEFAULT_RTOL, make_feeds: Callable[[np.ndarray], dict] = single_input) -> ParityReport:
     """Run every runner on every input set at every batch size and compare with
     `expected_fn`; `make_feeds` turns a batch of rows into the graph's inputs."""
-    report = ParityReport(atol, rtol, list(batch_sizes), sorted(input_sets), sorted(runners))
+    if not runners or not input_sets:
+        raise InputError("a parity proof needs at least one runtime and one input set")
+    report = ParityReport(atol, rtol, proof_batch_sizes(batch_sizes), sorted(input_sets), sorted(runners))
     for kind, rows in input_sets.items():
         for batch in batch_sizes:
             feeds = make_feeds(np.ascontiguousarray(_tile_rows(rows, batch), dtype=np.float32))
@@ -139,11 +172,19 @@ def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Cal
                 actual = run(feeds)
                 for name, want in expected.items():
                     record_error(report.outputs.setdefault(name, OutputParity()), actual[name], want,
-                            atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")
+                                 atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")
+                report.comparisons += 1
     return report
 
 
 def record_error(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float, where: str):
+    bad = [f"{'NaN' if np.isnan(values).any() else 'inf'} in {side}" for side, values
+           in (("PyTorch's output (the model itself computes it: check its weights and inputs)", expected),
+               ("the artifact's output", actual)) if not np.isfinite(values).all()]
+    if bad:
+        parity.passed, parity.max_abs_error = False, float("inf")
+        parity.non_finite, parity.worst_case = bad[0], where
+        return
     if actual.shape != expected.shape:
         parity.passed, parity.max_abs_error = False, float("inf")
         parity.worst_case = f"{where} (shape {actual.shape} vs {expected.shape})"

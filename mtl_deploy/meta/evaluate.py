@@ -6,10 +6,12 @@ meta-training tasks then fine-tuned, and a model trained from scratch on the sup
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from mtl_deploy.config import MetaConfig
 from mtl_deploy.data.episodes import Episodes
@@ -128,21 +130,31 @@ def pretrained_baseline(family: FewShotFamily, like: FewShotModel, meta: MetaCon
 
 def evaluate_fewshot(model: FewShotModel, family: FewShotFamily, meta: MetaConfig, episodes: int = 600,
                      steps: tuple[int, ...] = (0, 1, 10), seed: int = 1234, baselines: bool = True,
-                     pretrain_iterations: int = 2000) -> list[EvalRow]:
-    """Evaluation table on `episodes` meta-test tasks (the same tasks for every method)."""
+                     pretrain_iterations: int = 2000, progress: bool = False) -> list[EvalRow]:
+    """Evaluation table on `episodes` meta-test tasks (the same tasks for every method);
+    `progress` shows a bar on stderr, one tick per method."""
     test = family.samplers["test"].sample(episodes, torch.Generator().manual_seed(seed))
     learner = make_learner(meta)
     model = model.eval()
+    bar = tqdm(total=3 if baselines else 1, desc=f"evaluate {episodes} episodes", unit="method",
+               disable=not progress, file=sys.stderr)
+    bar.set_postfix_str(meta.algorithm)
     if isinstance(learner, GradientLearner):
         rows = evaluate_adapted(meta.algorithm, model, test, steps, meta.inner_lr, learner.head_only)
     else:
         with torch.no_grad():
             logits = metric_logits(model, meta.algorithm, test)
         rows = [summarize(meta.algorithm, "-", "accuracy", *per_task_scores(model, logits, test.query_y))]
+    bar.update()
     if baselines:
         torch.manual_seed(seed)
         head_only = model.task.kind != "regression"
+        bar.set_postfix_str("pretrained baseline")
         pretrained = pretrained_baseline(family, model, meta, pretrain_iterations)
         rows += evaluate_adapted("pretrained", pretrained, test, steps, meta.inner_lr, head_only)
+        bar.update()
+        bar.set_postfix_str("scratch baseline")
         rows += evaluate_adapted("scratch", fresh_like(model).eval(), test, (SCRATCH_STEPS,), meta.inner_lr, False)
+        bar.update()
+    bar.close()
     return rows

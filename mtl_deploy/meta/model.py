@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtl_deploy.data.tasks import TaskSpec
-from mtl_deploy.errors import InputError
+from mtl_deploy.errors import InputError, bounded
 from mtl_deploy.models.multitask import Normalize
 from mtl_deploy.models.registry import ARCHITECTURES
 from mtl_deploy.models.trunks import MLPTrunk, build_trunk
@@ -120,14 +120,23 @@ def check_support(model: FewShotModel, support_x: torch.Tensor, support_y: torch
         raise InputError(f"{len(support_x)} support inputs but {len(support_y)} labels")
     if not torch.isfinite(support_x).all() or not torch.isfinite(support_y.double()).all():
         raise InputError("the support set contains NaN or inf; clean it first")
+    if model.task.kind == "regression":
+        width = model.task.out_dim
+        if support_y.numel() != len(support_y) * width:
+            raise InputError(f"support_y must be (rows, {width}) regression targets for this model, "
+                             f"got {list(support_y.shape)}")
     if model.task.kind == "multiclass":
         ways = model.task.out_dim
         labels = support_y.reshape(-1)
-        if labels.min() < 0 or labels.max() >= ways or not torch.equal(labels, labels.round()):
-            raise InputError(f"support labels must be class ids in [0, {ways - 1}] for this {ways}-way model")
+        if support_y.dim() != 1 or not torch.equal(labels, labels.round()):
+            raise InputError(f"support_y must be class ids, one per support row, got shape {list(support_y.shape)}")
+        if labels.min() < 0 or labels.max() >= ways:
+            raise InputError(f"support labels must be class ids in [0, {ways - 1}] for this {ways}-way model, "
+                             f"got values from {labels.min().item():.0f} to {labels.max().item():.0f}")
         missing = sorted(set(range(ways)) - set(labels.long().tolist()))
         if missing:
-            raise InputError(f"class(es) {missing} have no support example; a {ways}-way model needs every class")
+            raise InputError(f"class(es) {bounded(missing)} have no support example; "
+                             f"a {ways}-way model needs every class")
 
 
 ARCHITECTURES[FewShotModel.architecture] = FewShotModel

@@ -22,7 +22,7 @@ from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
 from mtl_deploy.models.multitask import MultiTaskBase
 from mtl_deploy.models.sharing import build_multitask
-from mtl_deploy.mtl.fit import fit_dataset
+from mtl_deploy.mtl.fit import fit
 from mtl_deploy.mtl.joint import TrainResult, evaluate, train_multitask
 from mtl_deploy.mtl.metrics import PRIMARY
 
@@ -38,7 +38,7 @@ class Distilled:
 
 def train_teachers(data: MultiTaskDataset, config: RunConfig, progress: bool = False) -> dict[str, nn.Module]:
     """One single-task model per task of `data`, each trained as `config` says."""
-    return {t.name: fit_dataset(data.select_tasks([t.name]), config, progress).model for t in data.tasks}
+    return {t.name: fit(data.select_tasks([t.name]), config, progress).model for t in data.tasks}
 
 
 def distillation_loss(task: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

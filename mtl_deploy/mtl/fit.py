@@ -30,7 +30,7 @@ class Fitted:
     val: MultiTaskDataset
 
 
-def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True, run: RunDirectory | None = None,
+def fit(data: MultiTaskDataset, config: RunConfig, progress: bool = True, run: RunDirectory | None = None,
                 state: TrainingState | None = None, group: Group = Group()) -> Fitted:
     """Train a multi-task model on every task of `data` as `config` says (logging to `run`,
     continuing from `state`, as one rank of `group`: see `train_multitask`)."""
@@ -42,18 +42,14 @@ def fit_dataset(data: MultiTaskDataset, config: RunConfig, progress: bool = True
     return Fitted(model, result, train, val)
 
 
-def fit(config: RunConfig, progress: bool = True) -> Fitted:
-    return fit_dataset(dataset_from_config(config.data), config, progress)
-
-
-def train(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,
+def train_run(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,
           group: Group = Group()) -> Fitted:
     """Train as `config` says in the run directory `out_dir` (see `records.RunDirectory`:
     an interrupted run leaves any previous checkpoint there untouched, and `resume`
     continues it)."""
     data = dataset_from_config(config.data)
     with RunDirectory(out_dir, writer=group.is_main) as run:
-        fitted = fit_dataset(data, config, progress, run, run.open(config.to_dict(), resume), group)
+        fitted = fit(data, config, progress, run, run.open(config.to_dict(), resume), group)
         result = fitted.result
         run.finish(lambda directory: write_checkpoint(
             fitted.model, directory, sample_inputs=fitted.val.x[:SAMPLE_ROWS], config=config.to_dict(),

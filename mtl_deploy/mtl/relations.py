@@ -10,6 +10,7 @@ average-linkage clustering, and `analyze` writes both as heatmaps plus a JSON.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,14 +18,14 @@ import torch
 from torch import nn
 
 from mtl_deploy import checkpoint
-from mtl_deploy.atomic import atomic_directory
+from mtl_deploy.atomic import atomic_directory, check_output
 from mtl_deploy.config import DataConfig
 from mtl_deploy.data.dataset import MultiTaskDataset
 from mtl_deploy.data.loaders import dataset_from_config, load_csv, load_npz
 from mtl_deploy.data.synthetic import synthetic_family
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
-from mtl_deploy.mtl.heatmap import write_heatmap
+from mtl_deploy.plots import write_heatmap
 from mtl_deploy.mtl.jacobian import shared_parameters, task_jacobian
 
 RELATIONS_FILE, AFFINITY_PNG, CORRELATION_PNG = "relations.json", "affinity.png", "target_correlation.png"
@@ -39,6 +40,8 @@ class TaskRelations:
     groups_by_correlation: list[list[str]]
     batches: int
     threshold: float
+    recommended: list[list[str]]  # the one grouping to use (paste into model.sharing.groups)
+    reason: str  # why that one
     # the same cosine averaged over the training steps that computed per-task gradients
     # (aggregation or GradNorm runs), when the checkpoint recorded it
     affinity_during_training: list[list[float]] | None = None
@@ -125,8 +128,30 @@ def task_relations(model: nn.Module, data: MultiTaskDataset, *, batch_size: int 
         raise InputError(f"data rows have shape {list(data.input_shape)}; the model takes {list(model.input_shape)}")
     affinity, correlation = gradient_affinity(model, data, batch_size, seed), target_correlation(data)
     names = [t.name for t in data.tasks]
-    return TaskRelations(names, affinity.tolist(), correlation.tolist(), suggest_groups(affinity, names, threshold),
-                         suggest_groups(correlation, names, threshold), -(-len(data) // batch_size), threshold)
+    by_affinity, by_correlation = suggest_groups(affinity, names, threshold), suggest_groups(correlation, names, threshold)
+    recommended, reason = recommend(affinity, by_affinity, by_correlation)
+    return TaskRelations(names, affinity.tolist(), correlation.tolist(), by_affinity, by_correlation,
+                         -(-len(data) // batch_size), threshold, recommended, reason)
+
+
+WEAK_AFFINITY = 0.1  # mean |cosine| between tasks' gradients below which they are mostly noise
+
+
+def recommend(affinity: torch.Tensor, by_affinity: list[list[str]],
+              by_correlation: list[list[str]]) -> tuple[list[list[str]], str]:
+    """One grouping and why: where the two signals agree, that grouping; otherwise the
+    gradient affinity (it measures what sharing does to training) unless it is too weak to
+    say anything, when the target correlation decides."""
+    if by_affinity == by_correlation:
+        return by_affinity, "gradient affinity and target correlation agree"
+    count = len(affinity)
+    strength = float((affinity.abs().sum() - affinity.diagonal().abs().sum()) / max(count * (count - 1), 1))
+    if strength < WEAK_AFFINITY:
+        return by_correlation, (f"the signals disagree and the gradient affinity is weak (mean |cosine| "
+                                f"{strength:.2f} < {WEAK_AFFINITY}): at trained weights the gradients are mostly "
+                                "noise, so the target correlation decides")
+    return by_affinity, (f"the signals disagree; the gradient affinity is strong enough (mean |cosine| "
+                         f"{strength:.2f}) and measures what sharing does to training, so it decides")
 
 
 def analyze(checkpoint_path: str | Path, data, out_dir: str | Path, *, batch_size: int = 256,
@@ -137,15 +162,21 @@ def analyze(checkpoint_path: str | Path, data, out_dir: str | Path, *, batch_siz
     relations.json, all-or-nothing. The affinity is measured at the checkpoint's weights;
     on data with much label noise a converged model's gradients are mostly noise, so the
     affinity shrinks towards 0 and the target correlation is the steadier signal."""
+    inputs = (checkpoint_path, data if isinstance(data, (str, Path)) else None)
+    check_output(out_dir, "relations", inputs)
+    if not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise InputError(f"threshold must be a number in [-1, 1] (a mean cosine or correlation), got {threshold}")
+    if batch_size < 2:
+        raise InputError(f"batch_size must be >= 2, got {batch_size}")
     loaded = checkpoint.read(checkpoint_path)
     model = loaded.model
     relations = task_relations(model, _dataset(data, model.tasks), batch_size=batch_size, threshold=threshold,
                                seed=seed)
     relations.affinity_during_training = loaded.manifest.get("info", {}).get("task_affinity")
-    with atomic_directory(out_dir) as staging:
+    with atomic_directory(out_dir, "relations", inputs) as staging:
         write_heatmap(staging / AFFINITY_PNG, relations.affinity, relations.tasks,
                       "Task affinity: cosine of per-task gradients on shared parameters", (-1.0, 1.0))
         write_heatmap(staging / CORRELATION_PNG, relations.target_correlation, relations.tasks,
                       "Target correlation: largest |Pearson r|", (0.0, 1.0))
-        (staging / RELATIONS_FILE).write_text(json.dumps(asdict(relations), indent=2) + "\n")
+        (staging / RELATIONS_FILE).write_text(json.dumps({"format": "mtl_deploy.relations", **asdict(relations)}, indent=2) + "\n")
     return relations

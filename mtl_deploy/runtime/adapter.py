@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.errors import InputError
-from mtl_deploy.runtime.predictor import read_export_manifest, session_for
+from mtl_deploy.errors import InputError, bounded, numeric_array
+from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest, session_for
 
 
 class FewShotAdapter:
@@ -19,31 +19,39 @@ class FewShotAdapter:
         self.manifest = read_export_manifest(export_dir)
         if self.manifest.get("format") != "mtl_deploy.adapter":
             raise InputError(f"{export_dir} is not an adapter export; export with --format adapter")
-        self.session = session_for(export_dir / self.manifest["artifact"], threads)
+        self.session = session_for(artifact_path(export_dir, self.manifest), threads)
         self.row_shape = self.manifest["inputs"][0]["shape"][1:]
         self.task = self.manifest["task"]
 
     def check_rows(self, x, name: str) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+        x = numeric_array(x, name)
         if list(x.shape[1:]) != list(self.row_shape) or len(x) == 0:
             raise InputError(f"{name} must be (rows >= 1, {', '.join(map(str, self.row_shape))}), got {list(x.shape)}")
-        if not np.isfinite(x).all():
-            raise InputError(f"{name} contains NaN or inf")
-        return x
+        return x.astype(np.float32)
 
     def encode_labels(self, support_y) -> np.ndarray:
         """Class ids -> one-hot rows; regression targets -> (S, out) values."""
-        y = np.asarray(support_y)
+        y = numeric_array(support_y, "support_y")
+        if y.ndim == 0 or len(y) == 0:
+            raise InputError("support_y is empty; give one label (or target row) per support row")
         if self.task["kind"] == "regression":
-            return y.reshape(len(y), -1).astype(np.float32)
-        if y.ndim != 1 or y.dtype.kind not in "iuf" or not np.array_equal(y, np.round(y)):
+            width = self.task["out_dim"]
+            if y.size != len(y) * width:
+                raise InputError(f"support_y must be (rows, {width}) regression targets, got {list(y.shape)}")
+            return y.reshape(len(y), width).astype(np.float32)
+        if y.ndim != 1 or not np.array_equal(y, np.round(y)):
             raise InputError("support_y must be class ids 0..N-1, one per support row")
-        y = y.astype(np.int64)
         fixed = self.manifest["inputs"][1]["shape"][1]
-        ways = int(y.max()) + 1 if fixed == "ways" else fixed
-        missing = sorted(set(range(ways)) - set(y.tolist()))
-        if y.min() < 0 or y.max() >= ways or missing:
-            raise InputError(f"support labels must cover every class 0..{ways - 1} (missing {missing})")
+        # every class needs a support row, so there are never more ways than rows: bounded before allocating
+        ways = (int(y.max()) + 1 if 0 <= y.max() < len(y) else len(y) + 1) if fixed == "ways" else fixed
+        if y.min() < 0 or y.max() >= ways:
+            raise InputError(f"support labels must be class ids in 0..{ways - 1}, got values from "
+                             f"{y.min():.0f} to {y.max():.0f}")
+        y = y.astype(np.int64)
+        missing = np.setdiff1d(np.arange(ways), y)
+        if len(missing):
+            raise InputError(f"support labels must cover every class 0..{ways - 1}: class(es) "
+                             f"{bounded(missing.tolist())} have no support row")
         return np.eye(ways, dtype=np.float32)[y]
 
     def adapt(self, support_x, support_y) -> "AdaptedTask":

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mtl_deploy.atomic import atomic_file
 from mtl_deploy.errors import InputError
 from mtl_deploy.runtime.predictor import Predictor
 
@@ -42,9 +41,7 @@ def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> N
     path = Path(path)
     if path.suffix not in (".npz", ".csv"):
         raise InputError(f"{path}: unknown output type {path.suffix!r}; use .npz or .csv")
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent or ".")
-    os.close(handle)
-    try:
+    with atomic_file(path) as staging:
         if path.suffix == ".npz":
             np.savez(staging, **predictions)
         else:
@@ -52,10 +49,6 @@ def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> N
                        for name, value in predictions.items() for j in range(value.shape[1])]
             np.savetxt(staging, np.column_stack([c for _, c in columns]), delimiter=",",
                        header=",".join(n for n, _ in columns), comments="", fmt="%.7g")
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
 
 
 def predict_file(export_dir: str | Path, input_path: str | Path, task: str | None = None,

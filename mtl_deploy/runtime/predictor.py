@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from mtl_deploy.errors import InputError
+from mtl_deploy.errors import InputError, MtlDeployError, numeric_array
 
 
 def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
@@ -24,18 +24,53 @@ def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
     options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own types for a corrupt or foreign file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise MtlDeployError(f"ONNX Runtime cannot load {path} ({first}); export again") from None
 
 
-def read_export_manifest(export_dir: Path) -> dict:
-    """The manifest.json of an export directory (numpy-and-json only, no torch)."""
+EXPORT_FORMATS = ("mtl_deploy.export", "mtl_deploy.adapter")
+
+
+def read_export_manifest(export_dir: str | Path) -> dict:
+    """The manifest.json of an export directory (json only, no torch): the one reader that
+    `predict`, `verify`, `inspect` and the adapter use, so each answers a bad one alike."""
+    export_dir = Path(export_dir)
     manifest_path = export_dir / "manifest.json"
+    if not export_dir.exists():
+        raise InputError(f"{str(export_dir)!r} does not exist; give an export directory")
     if not manifest_path.is_file():
         raise InputError(f"{export_dir} is not an export directory: it has no manifest.json")
     try:
-        return json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{manifest_path} is corrupt ({err}); export again") from None
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as err:
+        raise MtlDeployError(f"{manifest_path} is corrupt ({str(err)[:200]}); export again") from None
+    kind = manifest.get("format") if isinstance(manifest, dict) else None
+    if kind == "mtl_deploy.checkpoint":
+        raise InputError(f"{export_dir} is a checkpoint, not an export; export it first: "
+                         f"mtl-deploy export {export_dir} --out EXPORT_DIR")
+    if kind not in EXPORT_FORMATS:
+        raise MtlDeployError(f"{manifest_path} is not an mtl_deploy export manifest (format {str(kind)[:80]!r})")
+    if not isinstance(manifest.get("artifact"), str) or not isinstance(manifest.get("inputs"), list):
+        raise MtlDeployError(f"{manifest_path} is corrupt (no artifact or inputs); export again")
+    return manifest
+
+
+def artifact_path(export_dir: str | Path, manifest: dict) -> Path:
+    """The model file the manifest names, which must be a plain file inside `export_dir`:
+    a name like `../x`, an absolute path or a link leading out is refused, never followed."""
+    export_dir = Path(export_dir)
+    name = manifest["artifact"]
+    path = export_dir / name
+    inside = Path(os.path.realpath(path)).parent == Path(os.path.realpath(export_dir))
+    if Path(name).name != name or name in ("", ".", "..") or not inside:
+        raise MtlDeployError(f"{export_dir / 'manifest.json'} names the artifact {name[:80]!r} outside its "
+                             "directory; refusing to read it: export again")
+    if not path.is_file():
+        raise MtlDeployError(f"{path} is missing; export again")
+    return path
 
 
 class Predictor:
@@ -52,7 +87,10 @@ class Predictor:
 
             self.adapter = FewShotAdapter(export_dir, threads)
             return  # nothing to predict before adapting
-        self.session = session_for(export_dir / self.manifest["artifact"], threads)
+        if self.manifest.get("artifact_format", "onnx") != "onnx":
+            raise InputError(f"{export_dir} is a {self.manifest['artifact_format']} export; the runtime serves ONNX "
+                             f"exports (mtl-deploy export CKPT --format onnx), load {self.manifest['artifact']} with torch")
+        self.session = session_for(artifact_path(export_dir, self.manifest), threads)
         self.input = self.manifest["inputs"][0]  # routed graphs also take task_id
         self.tasks = self.manifest["tasks"]
         self.routed = self.manifest.get("routed", False)
@@ -62,16 +100,14 @@ class Predictor:
         return self.input["shape"][1:]
 
     def check(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise InputError(f"inputs must be numeric, got dtype {x.dtype}")
+        x = numeric_array(x, "inputs")
         if list(x.shape[1:]) != list(self.row_shape) and list(x.shape) == list(self.row_shape):
             x = x[None]  # one row without its batch axis
         if list(x.shape[1:]) != list(self.row_shape):
             raise InputError(f"inputs have rows of shape {list(x.shape[1:])}; this model takes "
                              f"{self.row_shape} (input {self.input['name']!r})")
-        if not np.isfinite(x).all():
-            raise InputError("inputs contain NaN or inf; clean them first")
+        if len(x) == 0:
+            raise InputError("inputs have no rows; give at least one")
         return np.ascontiguousarray(x, dtype=self.input["dtype"])
 
     def adapt(self, support_x, support_y):

@@ -9,7 +9,8 @@ import torch
 import mtl_deploy
 from mtl_deploy.data import TaskSpec, synthetic_family
 from mtl_deploy.errors import InputError
-from mtl_deploy.mtl import analyze, fit_dataset, train
+from mtl_deploy.mtl import analyze, fit
+from mtl_deploy.training import train
 from mtl_deploy.mtl.relations import suggest_groups, target_correlation
 from tests.conftest import quick_config
 
@@ -21,7 +22,7 @@ FAMILY = {"tasks": TASKS, "groups": PLANTED, "relatedness": 1.0, "latent_dim": 1
 @pytest.fixture(scope="module")
 def planted_checkpoint(tmp_path_factory):
     data = synthetic_family(n_rows=300, seed=0, **FAMILY)
-    fitted = fit_dataset(data, quick_config(epochs=30), progress=False)
+    fitted = fit(data, quick_config(epochs=30), progress=False)
     path = tmp_path_factory.mktemp("relations") / "ckpt"
     mtl_deploy.save(fitted.model, path)
     return path

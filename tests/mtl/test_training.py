@@ -4,14 +4,14 @@ on related tasks of the synthetic family."""
 import torch
 
 from mtl_deploy.data import TaskSpec, synthetic_family
-from mtl_deploy.mtl import EqualWeighting, evaluate, fit_dataset, macro_f1, task_metrics
+from mtl_deploy.mtl import EqualWeighting, evaluate, fit, macro_f1, task_metrics
 from tests.conftest import quick_config
 
 
 def test_same_seed_same_weights():
     data = synthetic_family(n_rows=80, seed=1)
-    first = fit_dataset(data, quick_config(epochs=5), progress=False)
-    second = fit_dataset(data, quick_config(epochs=5), progress=False)
+    first = fit(data, quick_config(epochs=5), progress=False)
+    second = fit(data, quick_config(epochs=5), progress=False)
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -19,7 +19,7 @@ def test_same_seed_same_weights():
 def test_early_stopping_restores_the_best_epoch():
     config = quick_config(epochs=300)
     config.train.patience = 5
-    fitted = fit_dataset(synthetic_family(n_rows=80, seed=2), config, progress=False)
+    fitted = fit(synthetic_family(n_rows=80, seed=2), config, progress=False)
     result = fitted.result
     assert result.epochs_run < 300
     assert result.epochs_run == result.best_epoch + 5

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mtl_deploy.cli import app
 from mtl_deploy.config import resolve_config
-from mtl_deploy.curves import plot_curves
+from mtl_deploy.plots import plot_curves
 from tests.training.runs import MAML, multitask, write_config
 
 runner = CliRunner()
