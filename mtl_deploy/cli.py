@@ -68,7 +68,7 @@ def train(
     with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}"):
         if resume is not None and resume != out:
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
-        from mtl_deploy.distributed import from_environment
+        from mtl_deploy.runs.distributed import from_environment
         from mtl_deploy.report import training_summary
         from mtl_deploy import training
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtl_deploy import distributed
+from mtl_deploy.runs import distributed
 from mtl_deploy.config import RunConfig, apply_overrides, config_from_dict, resolve_config
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.train import MetaFitted, meta_train_and_save
 from mtl_deploy.mtl.fit import Fitted, train_run
-from mtl_deploy.records import EXTENDABLE, RunDirectory
+from mtl_deploy.runs.directory import EXTENDABLE, RunDirectory
 
 
 def run_config(config_path: str | Path | None, preset: str | None, overrides: dict[str, Any] | None,

@@ -20,12 +20,12 @@ from mtl_deploy.config import MetaConfig, RunConfig
 from mtl_deploy.data.dataset import normalization_stats
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.data.fewshot import FewShotFamily, fewshot_family
-from mtl_deploy.distributed import Group, step_generator
+from mtl_deploy.runs.distributed import Group, step_generator
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.learners import make_learner
 from mtl_deploy.meta.model import FewShotModel
-from mtl_deploy.records import RunDirectory
-from mtl_deploy.resume import TrainingState
+from mtl_deploy.runs.directory import RunDirectory
+from mtl_deploy.runs.state import TrainingState
 
 
 @dataclass

@@ -12,12 +12,12 @@ from mtl_deploy.checkpoint import write_checkpoint
 from mtl_deploy.config import RunConfig
 from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
 from mtl_deploy.data.loaders import dataset_from_config
-from mtl_deploy.distributed import Group
+from mtl_deploy.runs.distributed import Group
 from mtl_deploy.models.multitask import MultiTaskBase
 from mtl_deploy.models.sharing import build_multitask
 from mtl_deploy.mtl.joint import TrainResult, train_multitask
-from mtl_deploy.records import RunDirectory
-from mtl_deploy.resume import TrainingState
+from mtl_deploy.runs.directory import RunDirectory
+from mtl_deploy.runs.state import TrainingState
 
 SAMPLE_ROWS = 256  # validation rows kept in the checkpoint for export verification
 

@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 
 from mtl_deploy.config import TrainConfig
 from mtl_deploy.data.dataset import MultiTaskDataset
-from mtl_deploy.distributed import Group
+from mtl_deploy.runs.distributed import Group
 from mtl_deploy.errors import InputError
 from mtl_deploy.mtl.metrics import task_metrics
 from mtl_deploy.mtl.step import optimisation_step
 from mtl_deploy.mtl.weighting import make_weighting
-from mtl_deploy.records import RunDirectory
-from mtl_deploy.resume import TrainingState
+from mtl_deploy.runs.directory import RunDirectory
+from mtl_deploy.runs.state import TrainingState
 
 
 TaskLosses = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]

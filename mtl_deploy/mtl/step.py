@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtl_deploy.distributed import Group
+from mtl_deploy.runs.distributed import Group
 
 from mtl_deploy.mtl.aggregate import aggregate
 from mtl_deploy.mtl.jacobian import assign_gradient, shared_parameters, task_jacobian

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mtl_deploy.cli import app
 from mtl_deploy.config import resolve_config
 from mtl_deploy.plots import plot_curves
-from tests.training.runs import MAML, multitask, write_config
+from tests.runs.fixtures import MAML, multitask, write_config
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"

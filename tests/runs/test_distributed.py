@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import torch
 
-from mtl_deploy.distributed import Group, step_generator
-from tests.training.runs import (MAML, current_weights, environment, max_difference, multitask, run_train,
+from mtl_deploy.runs.distributed import Group, step_generator
+from tests.runs.fixtures import (MAML, current_weights, environment, max_difference, multitask, run_train,
                                  train_command, weights, write_config)
 
 

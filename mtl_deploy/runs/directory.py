@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mtl_deploy.atomic import OutputLock, check_output, recover_siblings, replace_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.resume import TrainingState, read_state, write_state
+from mtl_deploy.runs.state import TrainingState, read_state, write_state
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

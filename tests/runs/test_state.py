@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from mtl_deploy.cli import app
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.resume import read_state, write_state
-from tests.training.runs import (MAML, current_weights, environment, max_difference, multitask, run_train,
+from mtl_deploy.runs.state import read_state, write_state
+from tests.runs.fixtures import (MAML, current_weights, environment, max_difference, multitask, run_train,
                                  train_command, weights, write_config)
 
 runner = CliRunner()

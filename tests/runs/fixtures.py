@@ -10,7 +10,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from mtl_deploy.resume import read_state
+from mtl_deploy.runs.state import read_state
 
 MAML = {
     "meta": {"algorithm": "maml", "family": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 5,
