@@ -98,6 +98,17 @@ def make_readable(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+def make_tree_readable(root: Path) -> None:
+    """`make_readable` for a directory and everything in it (some writers, safetensors
+    among them, create their files 0600)."""
+    make_readable(root, directory=True)
+    for folder, folders, files in os.walk(root):
+        for name in folders:
+            make_readable(Path(folder) / name, directory=True)
+        for name in files:
+            make_readable(Path(folder) / name, directory=False)
+
+
 class OutputLock:
     """Exclusive ownership of an output path by this process, or an InputError naming the
     owner. The lock file `.NAME.lock` beside the output is removed on release."""
@@ -216,11 +227,11 @@ def atomic_directory(path: str | Path, kind: str, inputs: Iterable[str | Path | 
             recover_siblings(path)
             check_output(path, kind, inputs)  # as it is now that this process owns it
             staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMPORARY}", dir=path.parent))
-            make_readable(staging, directory=True)
         except OSError as err:
             raise MtlDeployError(f"cannot write to {path.parent} ({err.strerror}); choose a writable output path") from None
         try:
             yield staging
+            make_tree_readable(staging)
             replace_directory(staging, path)
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)

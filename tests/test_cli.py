@@ -45,7 +45,9 @@ def test_train_export_verify_inspect(tmp_path):
 
 
 def test_every_command_help_shows_an_example():
-    for command in ["train", "export", "verify", "inspect", "demo"]:
+    commands = ["demo", "train", "adapt", "evaluate", "analyze", "export", "verify", "inspect", "predict"]
+    assert sorted(commands) == sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+    for command in commands:
         code, out = invoke(command, "--help")
         assert code == 0 and "Example: mtl-deploy " + command in out
 

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -219,12 +220,49 @@ def test_a_kill_between_the_steps_of_a_replacement_leaves_a_valid_artifact(mode,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
-def test_artifacts_get_the_users_permissions(checkpoint_dir, tmp_path):
-    old = os.umask(0o022)
-    try:
-        out = tmp_path / "export"
-        mtl_deploy.export(checkpoint_dir, out)
-        assert out.stat().st_mode & 0o777 == 0o755
-        assert (out / "model.onnx").stat().st_mode & 0o777 == 0o644
-    finally:
-        os.umask(old)
+# every artifact is readable as any file of the user's is (the umask decides)
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    return {("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)  # an unusual mask, so that a mode that ignores it shows
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("format", ["onnx", "int8", "triton", "pt2", "torchscript",
+                                    pytest.param("aoti", marks=pytest.mark.slow), "adapter"])
+def test_every_export_format_gets_the_users_permissions(format, checkpoint_dir, tmp_path, umask_027):
+    out = tmp_path / "out"
+    if format == "adapter":
+        from mtl_deploy.meta.train import meta_train_and_save
+        from tests.meta.test_adapt_and_export import brief_config
+
+        source = tmp_path / "meta"
+        meta_train_and_save(brief_config("protonet"), source, progress=False)
+        mtl_deploy.export(source, out, format="adapter")
+    else:
+        mtl_deploy.export(checkpoint_dir, out, format="onnx" if format == "int8" else format,
+                          quantize="int8" if format == "int8" else None)
+    assert _modes(out) == {("dir", 0o750), ("file", 0o640)}
+
+
+def test_checkpoints_runs_relations_and_predictions_get_the_users_permissions(checkpoint_dir, export_dir, tmp_path,
+                                                                              umask_027):
+    from mtl_deploy.config import resolve_config
+    from mtl_deploy.mtl import analyze
+    from mtl_deploy.runtime import predict_file
+
+    mtl_deploy.save(mtl_deploy.load(checkpoint_dir), tmp_path / "checkpoint")
+    config = resolve_config(preset="synthetic-related", overrides={"train.epochs": 1})
+    mtl_deploy.train(config, tmp_path / "run", progress=False)
+    analyze(checkpoint_dir, config.data, tmp_path / "relations")
+    rows = tmp_path / "rows.npy"
+    np.save(rows, np.zeros((3, *mtl_deploy.load(checkpoint_dir).input_shape), dtype=np.float32))
+    predict_file(export_dir, rows, output_path=tmp_path / "predictions.csv")
+    for name in ("checkpoint", "run", "relations"):
+        assert _modes(tmp_path / name) == {("dir", 0o750), ("file", 0o640)}, name
+    assert (tmp_path / "predictions.csv").stat().st_mode & 0o777 == 0o640

@@ -20,7 +20,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from mtl_deploy.atomic import OutputLock, check_output, recover_siblings, replace_directory, sha256_file
+from mtl_deploy.atomic import (OutputLock, check_output, make_tree_readable, recover_siblings, replace_directory,
+                               sha256_file)
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.runs.state import TrainingState, read_state, write_state
 
@@ -210,6 +211,7 @@ class RunDirectory:
         from mtl_deploy.plots import plot_curves
 
         plot_curves(self.metrics(), self.work / CURVES)
+        make_tree_readable(self.work)
         replace_directory(self.work, self.out)
 
     def _open_tensorboard(self, purge_step: int | None = None) -> None:

@@ -1,6 +1,8 @@
 """The meta-gradients the learners produce equal autograd through the unrolled inner loop
 written in plain PyTorch, one task at a time (float64), on both kernel backends."""
 
+import zlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -67,7 +69,7 @@ CASES = [("maml", "regression", "relu"), ("maml", "multiclass", "tanh"), ("fomam
 
 @pytest.mark.parametrize("algorithm, kind, activation", CASES)
 def test_meta_gradient_equals_unrolled_autograd(backend, algorithm, kind, activation):
-    gen = torch.Generator().manual_seed(hash((algorithm, kind, activation)) % 1000)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{algorithm}-{kind}-{activation}".encode()) % 1000)  # same every run
     tasks, shots, queries, width, classes, steps = 3, 4, 5, 6, 3, 3
     task = TaskSpec("y", "regression", 2) if kind == "regression" else TaskSpec("y", "multiclass", classes)
     torch.manual_seed(0)

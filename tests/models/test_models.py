@@ -29,10 +29,15 @@ def test_rebuilt_from_config_computes_the_same():
 
 
 def test_normalization_is_applied_inside_the_model():
+    torch.manual_seed(0)
     model = MultiTaskModel((2,), [TaskSpec("a", "regression")], {"type": "mlp", "hidden": [3]}).eval()
+    plain = build_model(model.config()).eval()
+    plain.load_state_dict(model.state_dict())  # the same weights, statistics 0 and 1
     model.set_normalization(torch.tensor([10.0, -5.0]), torch.tensor([2.0, 4.0]))
-    raw = torch.tensor([[12.0, -1.0]])
-    assert torch.equal(model.normalize(raw), torch.tensor([[1.0, 1.0]]))
+    raw = torch.tensor([[12.0, -1.0], [10.0, -5.0]])
+    standardised = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    assert torch.allclose(model(raw)["a"], plain(standardised)["a"])  # forward standardises its raw input
+    assert not torch.allclose(model(raw)["a"], plain(raw)["a"])
 
 
 def test_unknown_architecture_and_trunk():

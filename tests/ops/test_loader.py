@@ -76,7 +76,8 @@ def test_lock_older_than_stale_limit_is_broken(tmp_path):
     old = time.time() - 3600
     os.utime(lock, (old, old))
     with loader.BuildLock(lock, timeout=5, stale_after=60):
-        pass
+        assert lock.read_text() == str(os.getpid()) and time.time() - lock.stat().st_mtime < 60  # taken over
+    assert not lock.exists()
 
 
 def test_live_lock_times_out_instead_of_hanging(tmp_path):
