@@ -134,24 +134,25 @@ def task_relations(model: nn.Module, data: MultiTaskDataset, *, batch_size: int 
                          -(-len(data) // batch_size), threshold, recommended, reason)
 
 
-WEAK_AFFINITY = 0.1  # mean |cosine| between tasks' gradients below which they are mostly noise
+STRONG_AFFINITY = 0.5  # mean |cosine| between tasks' gradients above which they are more than noise
 
 
 def recommend(affinity: torch.Tensor, by_affinity: list[list[str]],
               by_correlation: list[list[str]]) -> tuple[list[list[str]], str]:
-    """One grouping and why: where the two signals agree, that grouping; otherwise the
-    gradient affinity (it measures what sharing does to training) unless it is too weak to
-    say anything, when the target correlation decides."""
+    """One grouping and why. Where the two signals agree, that grouping. Otherwise the
+    target correlation, which is measured on the data alone and is the steadier signal:
+    the affinity is one snapshot of the gradients at trained weights, mostly noise once the
+    model fits; only a strong affinity overrides it."""
     if by_affinity == by_correlation:
         return by_affinity, "gradient affinity and target correlation agree"
     count = len(affinity)
     strength = float((affinity.abs().sum() - affinity.diagonal().abs().sum()) / max(count * (count - 1), 1))
-    if strength < WEAK_AFFINITY:
-        return by_correlation, (f"the signals disagree and the gradient affinity is weak (mean |cosine| "
-                                f"{strength:.2f} < {WEAK_AFFINITY}): at trained weights the gradients are mostly "
-                                "noise, so the target correlation decides")
-    return by_affinity, (f"the signals disagree; the gradient affinity is strong enough (mean |cosine| "
-                         f"{strength:.2f}) and measures what sharing does to training, so it decides")
+    if strength >= STRONG_AFFINITY:
+        return by_affinity, (f"the signals disagree; the gradient affinity is strong (mean |cosine| {strength:.2f} "
+                             f">= {STRONG_AFFINITY}) and measures what sharing does to training, so it decides")
+    return by_correlation, (f"the signals disagree; the gradient affinity is weak (mean |cosine| {strength:.2f} "
+                            f"< {STRONG_AFFINITY}), mostly noise at trained weights, so the target correlation, "
+                            "measured on the data alone, decides")
 
 
 def analyze(checkpoint_path: str | Path, data, out_dir: str | Path, *, batch_size: int = 256,

@@ -72,3 +72,16 @@ def test_affinity_recorded_during_training_travels_with_the_checkpoint(tmp_path)
     relations = analyze(tmp_path / "ckpt", {"n_rows": 64, "seed": 0, "split": "holdout"}, tmp_path / "out")
     assert relations.affinity_during_training == fitted.result.task_affinity
     assert json.loads((tmp_path / "out" / "relations.json").read_text())["affinity_during_training"] is not None
+
+
+def test_one_grouping_is_recommended_with_its_reason():
+    from mtl_deploy.mtl.relations import recommend
+
+    a, b = [["x", "y"], ["z"]], [["x"], ["y", "z"]]
+    weak = torch.tensor([[1.0, 0.1, 0.0], [0.1, 1.0, 0.2], [0.0, 0.2, 1.0]])
+    strong = torch.tensor([[1.0, 0.9, -0.6], [0.9, 1.0, -0.7], [-0.6, -0.7, 1.0]])
+    assert recommend(weak, a, a) == (a, "gradient affinity and target correlation agree")
+    groups, reason = recommend(weak, a, b)
+    assert groups == b and "target correlation" in reason and "weak" in reason
+    groups, reason = recommend(strong, a, b)
+    assert groups == a and "strong" in reason
