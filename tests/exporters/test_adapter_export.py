@@ -102,3 +102,15 @@ def test_adapter_parity_runs_on_the_checkpoints_real_rows(adapter, tmp_path):
     with pytest.raises(InputError, match="row shape"):
         mtl_deploy.export(root / "ckpt", tmp_path / "b", format="adapter", sample_inputs=torch.zeros(4, 3))
     assert not (tmp_path / "b").exists()
+
+
+def test_adapter_exports_verify_with_and_without_the_checkpoint(adapter, tmp_path):
+    from mtl_deploy.describe import describe
+    from mtl_deploy.exporters import verify_export
+
+    algorithm, root, _ = adapter
+    alone = verify_export(root / "adapter")
+    assert alone.passed and alone.runtimes == ["onnxruntime"] and alone.comparisons == 3
+    against = verify_export(root / "adapter", root / "ckpt")
+    assert against.passed and against.runtimes == ["onnx.reference", "onnxruntime"]
+    assert "adapter (" in describe(root / "adapter")

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 import mtl_deploy
+from mtl_deploy.describe import describe
 from mtl_deploy.errors import InputError
+from mtl_deploy.exporters import verify_export
+from mtl_deploy.runtime import Predictor
 
 
 @pytest.mark.parametrize("format, artifact", [("pt2", "model.pt2"), ("torchscript", "model.pt"),
@@ -31,6 +34,13 @@ def test_artifact_reloads_and_matches(checkpoint_dir, tmp_path, format, artifact
         want, got = model(x), loaded(x)
     for name, value in zip(manifest["tasks"], got):
         np.testing.assert_allclose(value.numpy(), want[name].numpy(), atol=1e-5, rtol=1e-4)
+    # every later command reads it back, or refuses it in one line naming what handles it
+    assert verify_export(tmp_path / format, checkpoint_dir).passed
+    with pytest.raises(InputError, match="give the checkpoint"):
+        verify_export(tmp_path / format)
+    assert f"{format} export" in describe(tmp_path / format)
+    with pytest.raises(InputError, match="the runtime serves ONNX exports"):
+        Predictor(tmp_path / format)
 
 
 def test_routed_is_onnx_only(checkpoint_dir, tmp_path):
