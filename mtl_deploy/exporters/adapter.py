@@ -17,9 +17,9 @@ import onnxruntime
 import torch
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.errors import InputError
 from mtl_deploy.exporters.adapter_graph import METRIC, AdapterGraph
-from mtl_deploy.exporters.onnx_graph import quiet_exporter
+from mtl_deploy.exporters.onnx_graph import trace_onnx
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source, weights_hash
 from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph,
@@ -80,14 +80,8 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     support_y_axes = {0: dims["support"], 1: torch.export.Dim("ways")} if metric else {0: dims["support"]}
     example = _episode(model, max(2, model.task.out_dim if not metric else 3), 2, 3, seed=0)
     example_inputs = (example[0], example[2], example[3])
-    try:
-        with quiet_exporter():
-            program = torch.onnx.export(graph, example_inputs, dynamo=True, opset_version=opset,
-                                        input_names=list(INPUTS), output_names=[OUTPUT], verbose=False,
-                                        dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]}))
-    except Exception as err:  # the exporter raises many types; the user needs the first line
-        raise MtlDeployError(f"adapter export failed: {str(err).strip().splitlines()[0]}") from err
-    proto = program.model_proto
+    proto = trace_onnx(graph, example_inputs, list(INPUTS), [OUTPUT], opset,
+                       dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]}))
     proto.producer_name, proto.producer_version = "mtl_deploy", __version__
     with atomic_directory(out_dir, "export", source.paths) as staging:
         path = staging / "adapter.onnx"

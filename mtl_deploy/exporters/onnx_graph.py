@@ -67,16 +67,19 @@ class RoutedOutputs(nn.Module):
 
 
 def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
-               output_names: list[str], opset: int) -> onnx.ModelProto:
-    """The ONNX graph of `wrapper`, the first axis of every input dynamic (`batch`)."""
+               output_names: list[str], opset: int, dynamic_shapes: tuple | None = None) -> onnx.ModelProto:
+    """The ONNX graph of `wrapper` (the one place that calls the exporter): the first axis
+    of every input dynamic (`batch`), or the axes `dynamic_shapes` names."""
     if len(example[0]) < 2:
         raise ValueError("export needs an example batch of at least 2 rows, or the batch axis gets fixed to 1")
-    batch = torch.export.Dim(BATCH_DIM)
+    if dynamic_shapes is None:
+        batch = torch.export.Dim(BATCH_DIM)
+        dynamic_shapes = tuple({0: batch} for _ in example)
     try:
         with quiet_exporter():
             program = torch.onnx.export(
                 wrapper.eval(), example, dynamo=True, opset_version=opset, input_names=input_names,
-                output_names=output_names, dynamic_shapes=tuple({0: batch} for _ in example), verbose=False,
+                output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False,
             )
     except Exception as err:  # the exporter raises many types; the user needs the first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
