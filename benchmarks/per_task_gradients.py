@@ -8,14 +8,12 @@ Run: PYTHONPATH=. python benchmarks/per_task_gradients.py
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.models.multitask import MultiTaskModel
 from mtl_deploy.mtl.jacobian import shared_parameters, task_jacobian
+from mtl_deploy.timing import median_seconds
 
 BATCH, FEATURES, HIDDEN = 64, 50, [64, 64]
 WARMUP, REPEATS = 20, 200
@@ -46,14 +44,7 @@ def separate(losses, params) -> torch.Tensor:
 
 
 def median_ms(function, *args) -> float:
-    for _ in range(WARMUP):
-        function(*args)
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        function(*args)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_seconds(lambda: function(*args), REPEATS, WARMUP)
 
 
 def main() -> None:

@@ -20,8 +20,7 @@ from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
 from mtl_deploy.atomic import check_output
 from mtl_deploy.exporters.triton import export_triton, triton_model_name
-from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, DEFAULT_RTOL, proof_batch_sizes,
-                                      proof_tolerances)
+from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, proof_batch_sizes, proof_tolerances
 
 FORMATS = ("onnx", "adapter", "triton", *ARTIFACTS)
 DEFAULT_OPSET = 20

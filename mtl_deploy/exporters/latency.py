@@ -3,8 +3,6 @@ runtimes on one thread, same inputs, measured side by side in one process."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,17 +11,11 @@ import torch
 from torch import nn
 
 from mtl_deploy.exporters.verify import onnxruntime_session, random_inputs
+from mtl_deploy.timing import median_seconds
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 200, warmup: int = 20) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(fn, repeats, warmup) * 1e3
 
 
 def serving_latency(model: nn.Module, onnx_path: str | Path, batch_sizes=(1, 64), repeats: int = 200) -> list[dict]:
