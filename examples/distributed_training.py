@@ -17,7 +17,7 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "distributed-out") / "maml"
 iterations = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
 config = resolve_config(preset="sinusoid-maml", overrides={"meta.iterations": iterations // 2,
                                                            "meta.val_every": 100, "meta.checkpoint_every": 100})
-train(config, out, progress=False)  # every process runs this; rank 0 writes
+mtl_deploy.train(config, out, progress=False)  # every process runs this; rank 0 writes
 config.meta.iterations = iterations  # the same run, continued from its saved state
 fitted = mtl_deploy.train(config, out, progress=False, resume=True)
 

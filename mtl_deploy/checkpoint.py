@@ -20,7 +20,6 @@ from torch import nn
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError, bounded
-from mtl_deploy.meta import model as _fewshot  # noqa: F401  registers the few-shot architecture
 from mtl_deploy.models.registry import build_model
 from mtl_deploy.version import __version__
 
@@ -52,6 +51,10 @@ def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs: torch.
     """The checkpoint files of `model` in the existing `directory` (not atomic: `save` is)."""
     config = model.config()
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise MtlDeployError(f"the model's weights hold NaN or inf ({bounded(broken, 3)}): training or adaptation "
+                             "diverged; lower the learning rate. Nothing was written")
     save_file(state, directory / WEIGHTS)
     files = {WEIGHTS: sha256_file(directory / WEIGHTS)}
     if sample_inputs is not None:

@@ -69,7 +69,7 @@ def train(
         if resume is not None and resume != out:
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
         from mtl_deploy.runs.distributed import from_environment
-        from mtl_deploy.report import training_summary
+        from mtl_deploy.tables import training_summary
         from mtl_deploy import training
         overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
                      "meta.iterations": iterations, "meta.seed": seed, "train.checkpoint_every": checkpoint_every,
@@ -96,7 +96,7 @@ def adapt(
     """
     with user_errors():
         from mtl_deploy.meta.adapt import adapt_checkpoint
-        from mtl_deploy.report import adaptation_summary
+        from mtl_deploy.tables import adaptation_summary
         typer.echo(adaptation_summary(adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr,
                                                        support_y=support_y)))
         typer.echo(f"adapted checkpoint: {out}")
@@ -116,7 +116,7 @@ def evaluate(
     """
     with user_errors():
         from mtl_deploy.meta.adapt import evaluate_checkpoint
-        from mtl_deploy.report import evaluation_table
+        from mtl_deploy.tables import evaluation_table
 
         try:
             counts = tuple(int(s) for s in steps.split(","))
@@ -145,7 +145,7 @@ def export(
     """
     with user_errors():
         from mtl_deploy.exporters import export as export_model
-        from mtl_deploy.report import int8_table, parity_table
+        from mtl_deploy.tables import int8_table, parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
                               routed=routed, quantize=quantize, max_quantization_error=max_quantization_error,
                               triton_name=name)
@@ -169,7 +169,7 @@ def verify(
     """
     with user_errors():
         from mtl_deploy.exporters import verify_export
-        from mtl_deploy.report import parity_table
+        from mtl_deploy.tables import parity_table
         typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol)))
         typer.echo("verified")
 
@@ -230,7 +230,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="Checkpoint or export dire
     Example: mtl-deploy inspect runs/export
     """
     with user_errors():
-        from mtl_deploy.describe import describe
+        from mtl_deploy.inspection import describe
         typer.echo(describe(path))
 
 

@@ -18,7 +18,7 @@ from mtl_deploy.exporters.latency import serving_latency
 from mtl_deploy.mtl.fit import fit, train_run
 from mtl_deploy.mtl.metrics import PRIMARY, is_better
 from mtl_deploy.mtl.joint import evaluate
-from mtl_deploy.report import latency_table, parity_table, table
+from mtl_deploy.tables import latency_table, parity_table, table
 
 HOLDOUT_ROWS = 2000
 

@@ -27,7 +27,7 @@ from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.meta.adapt import adapt, fewshot_model
 from mtl_deploy.meta.metric import SUPPORT_BUFFERS
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.version import __version__
 
 INPUTS = ("support_x", "support_y", "query_x")

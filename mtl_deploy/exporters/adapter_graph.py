@@ -15,7 +15,7 @@ from torch import nn
 
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.gradient_based import adapts_through_functional, adapts_whole_network
-from mtl_deploy.meta.model import FewShotModel, matching_log_probs, squared_distances
+from mtl_deploy.models.fewshot import FewShotModel, matching_log_probs, squared_distances
 
 METRIC = ("protonet", "matching")
 

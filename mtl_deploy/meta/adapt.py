@@ -22,7 +22,7 @@ MAX_STEPS = 100_000
 from mtl_deploy.meta.evaluate import EvalRow, evaluate_fewshot
 from mtl_deploy.meta.gradient_based import task_losses
 from mtl_deploy.meta.learners import METRIC, make_learner
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.meta.train import family_of
 
 

@@ -19,7 +19,7 @@ from mtl_deploy.data.fewshot import FewShotFamily
 from mtl_deploy.meta.gradient_based import adapt_params, predict_with
 from mtl_deploy.meta.learners import GradientLearner, make_learner
 from mtl_deploy.meta.metric import metric_logits
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 
 EXPLODED = 10.0  # a task whose query loss ends above 10x its unadapted loss (or non-finite) diverged
 SCRATCH_STEPS = 100

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mtl_deploy import ops
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.errors import InputError
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.models.trunks import MLPTrunk
 from mtl_deploy.ops.reference import mlp_forward
 

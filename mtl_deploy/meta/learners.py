@@ -13,7 +13,7 @@ from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.gradient_based import adapt_params, maml_loss, reptile_direction, with_adapted_weights
 from mtl_deploy.meta.metric import metric_loss, with_support
-from mtl_deploy.meta.model import FewShotModel, check_support
+from mtl_deploy.models.fewshot import FewShotModel, check_support
 
 GRADIENT_BASED = {"maml": {"order": 2}, "fomaml": {"order": 1}, "metasgd": {"order": 2, "learned_lr": True},
                   "anil": {"order": 2, "head_only": True}, "reptile": {"order": 1}}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl_deploy.data.episodes import Episodes
-from mtl_deploy.meta.model import FewShotModel, matching_log_probs, squared_distances
+from mtl_deploy.models.fewshot import FewShotModel, matching_log_probs, squared_distances
 
 
 SUPPORT_BUFFERS = ("prototypes", "support", "support_onehot")

@@ -23,7 +23,7 @@ from mtl_deploy.data.fewshot import FewShotFamily, fewshot_family
 from mtl_deploy.runs.distributed import Group, step_generator
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.learners import make_learner
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.runs.directory import RunDirectory
 from mtl_deploy.runs.state import TrainingState
 

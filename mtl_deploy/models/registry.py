@@ -5,10 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.models.sharing import SCHEMES
 
-# Every sharing scheme; other model families add themselves when their module is imported.
-ARCHITECTURES: dict[str, type[nn.Module]] = {cls.architecture: cls for cls in SCHEMES.values()}
+# Every sharing scheme, and the few-shot model.
+ARCHITECTURES: dict[str, type[nn.Module]] = {cls.architecture: cls for cls in [*SCHEMES.values(), FewShotModel]}
 
 
 def build_model(config: dict) -> nn.Module:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_deploy.errors import InputError, bounded, numeric_array
-from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest, session_for
+from mtl_deploy.runtime.predictor import artifact_path, finite_outputs, read_export_manifest, session_for
 
 
 class FewShotAdapter:
@@ -71,4 +71,4 @@ class AdaptedTask:
     def predict(self, query_x) -> np.ndarray:
         feeds = {"support_x": self.support_x, "support_y": self.support_y,
                  "query_x": self.adapter.check_rows(query_x, "query_x")}
-        return self.adapter.session.run(["query_pred"], feeds)[0]
+        return finite_outputs(self.adapter.session.run(["query_pred"], feeds))[0]

@@ -31,6 +31,16 @@ def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
         raise MtlDeployError(f"ONNX Runtime cannot load {path} ({first}); export again") from None
 
 
+def finite_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The session's outputs, refused when the model computed NaN or inf from finite inputs."""
+    for values in outputs:
+        if not np.isfinite(values).all():
+            rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+            raise MtlDeployError(f"the model computed NaN or inf for {len(rows)} row(s) (first: {rows[0]}); "
+                                 "check those inputs' scale against the training data")
+    return outputs
+
+
 EXPORT_FORMATS = ("mtl_deploy.export", "mtl_deploy.adapter")
 
 
@@ -127,7 +137,7 @@ class Predictor:
         if self.routed:
             return self._predict_routed(x, task, task_ids)
         names = [self.tasks[task]["output"]] if task else [o["name"] for o in self.manifest["outputs"]]
-        outputs = dict(zip(names, self.session.run(names, {self.input["name"]: x})))
+        outputs = dict(zip(names, finite_outputs(self.session.run(names, {self.input["name"]: x}))))
         if task:
             return outputs[self.tasks[task]["output"]]
         return {name: outputs[spec["output"]] for name, spec in self.tasks.items()}
@@ -139,4 +149,4 @@ class Predictor:
         if ids.shape != (len(x),) or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self.tasks):
             raise InputError(f"task_ids must be {len(x)} integers in [0, {len(self.tasks) - 1}]")
         output = self.manifest["outputs"][0]["name"]
-        return self.session.run([output], {self.input["name"]: x, "task_id": ids.astype(np.int64)})[0]
+        return finite_outputs(self.session.run([output], {self.input["name"]: x, "task_id": ids.astype(np.int64)}))[0]

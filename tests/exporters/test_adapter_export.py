@@ -105,7 +105,7 @@ def test_adapter_parity_runs_on_the_checkpoints_real_rows(adapter, tmp_path):
 
 
 def test_adapter_exports_verify_with_and_without_the_checkpoint(adapter, tmp_path):
-    from mtl_deploy.describe import describe
+    from mtl_deploy.inspection import describe
     from mtl_deploy.exporters import verify_export
 
     algorithm, root, _ = adapter

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mtl_deploy
-from mtl_deploy.describe import describe
+from mtl_deploy.inspection import describe
 from mtl_deploy.errors import InputError
 from mtl_deploy.exporters import verify_export
 from mtl_deploy.runtime import Predictor

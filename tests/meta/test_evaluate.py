@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtl_deploy.meta.evaluate import paired_difference, summarize
-from mtl_deploy.report import evaluation_table
+from mtl_deploy.tables import evaluation_table
 
 
 def test_diverged_tasks_are_counted_not_averaged():

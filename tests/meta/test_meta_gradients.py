@@ -12,7 +12,7 @@ from mtl_deploy.config import MetaConfig
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.meta.learners import make_learner
-from mtl_deploy.meta.model import FewShotModel
+from mtl_deploy.models.fewshot import FewShotModel
 
 
 @pytest.fixture(params=["cpp", "reference"])

@@ -16,7 +16,6 @@ from torch import nn
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError, bounded
 from mtl_deploy.models.multitask import Normalize
-from mtl_deploy.models.registry import ARCHITECTURES
 from mtl_deploy.models.trunks import MLPTrunk, build_trunk
 
 HEADS = ("linear", "prototypes", "matching")
@@ -137,6 +136,3 @@ def check_support(model: FewShotModel, support_x: torch.Tensor, support_y: torch
         if missing:
             raise InputError(f"class(es) {bounded(missing)} have no support example; "
                              f"a {ways}-way model needs every class")
-
-
-ARCHITECTURES[FewShotModel.architecture] = FewShotModel

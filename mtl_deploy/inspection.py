@@ -10,7 +10,7 @@ from pathlib import Path
 from mtl_deploy.checkpoint import MANIFEST, read_manifest
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.runtime.predictor import read_export_manifest
-from mtl_deploy.report import table
+from mtl_deploy.tables import table
 
 
 def describe(path: str | Path) -> str:
