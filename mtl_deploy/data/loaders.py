@@ -16,6 +16,8 @@ from mtl_deploy.data.synthetic import synthetic_family
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
 
+SOURCES = ("synthetic", "csv", "npz")  # data.source: the built-in family, or a user's file
+
 
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
@@ -114,8 +116,8 @@ def dataset_from_config(config: DataConfig) -> MultiTaskDataset:
             return synthetic_family(**options)
         except TypeError as err:
             raise InputError(f"[data.synthetic] has an unknown option ({err})") from None
-    if config.source not in ("csv", "npz"):
-        raise InputError(f"unknown data source {config.source!r}; use 'synthetic', 'csv' or 'npz'")
+    if config.source not in SOURCES:
+        raise InputError(f"unknown data source {config.source!r}; use one of {', '.join(SOURCES)}")
     if not config.path:
         raise InputError(f"data source {config.source!r} needs data.path (or --data FILE)")
     if not config.tasks:
