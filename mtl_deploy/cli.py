@@ -169,9 +169,10 @@ def verify(
 @app.command()
 def predict(
     export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
-    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional).")],
+    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional, see --header).")],
     task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write predictions to .npz or .csv instead of printing.")] = None,
+    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
 ):
     """Predict with an export in ONNX Runtime (no PyTorch needed).
 
@@ -180,7 +181,7 @@ def predict(
     with user_errors():
         from mtl_deploy.runtime import predict_file
 
-        predictions = predict_file(export_dir, input, task, output)
+        predictions = predict_file(export_dir, input, task, output, header)
         if output is None:
             for name, values in predictions.items():
                 typer.echo(f"{name}: {values.tolist()}")
