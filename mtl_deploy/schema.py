@@ -21,12 +21,13 @@ from mtl_deploy.errors import bounded
 class Invalid(Exception):
     """A value broke its rule: `where` it sits and `problem`, e.g. "must be an integer >= 1, got -3"."""
 
-    def __init__(self, where: str, problem: str):
+    def __init__(self, where: str, problem: str, expected: str | None = None):
         super().__init__(f"{where} {problem}")
+        self.where, self.expected = where, expected  # expected: the "must be ..." phrase, when that was the problem
 
 
 def refuse(where: str, expected: str, value: Any) -> Invalid:
-    return Invalid(where, f"must be {expected}, got {bounded(repr(value))}")
+    return Invalid(where, f"must be {expected}, got {bounded(repr(value))}", expected)
 
 
 def registry(reference: str) -> Any:
@@ -120,7 +121,12 @@ class Maybe:
         return f"{self.rule.describe()} or null"
 
     def check(self, value, where, section=None):
-        return None if value is None else self.rule.check(value, where, section)
+        try:
+            return None if value is None else self.rule.check(value, where, section)
+        except Invalid as err:
+            if err.where == where and err.expected:  # the value's own type or range: null is allowed too
+                raise refuse(where, self.describe(), value) from None
+            raise
 
 
 @dataclass(frozen=True)
