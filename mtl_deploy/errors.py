@@ -16,9 +16,3 @@ class InputError(MtlDeployError, ValueError):
     """Bad input from the user (arguments, files, data); the CLI exits with code 2."""
 
     exit_code = 2
-
-
-def bounded(text: str, limit: int = 80) -> str:
-    """`text` cut to `limit` characters, so that no value pasted into a message (a huge
-    field, thousands of names) can make it longer than a line."""
-    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text)} chars)"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtl_deploy.errors import bounded
 
 
 class Invalid(Exception):
@@ -27,7 +27,7 @@ class Invalid(Exception):
 
 
 def refuse(where: str, expected: str, value: Any) -> Invalid:
-    return Invalid(where, f"must be {expected}, got {bounded(repr(value))}", expected)
+    return Invalid(where, f"must be {expected}, got {reprlib.repr(value)}", expected)
 
 
 def registry(reference: str) -> Any:
@@ -156,16 +156,16 @@ class ListOf:
         repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
         if repeated:
             what = f"{self.unique_key}(s)" if self.unique_key else "entries"
-            raise Invalid(where, f"repeats the {what} {bounded(repr(repeated))}; each must appear once")
+            raise Invalid(where, f"repeats the {what} {reprlib.repr(repeated)}; each must appear once")
         if self.total is not None and not math.isclose(sum(items), self.total, abs_tol=1e-6):
-            raise Invalid(where, f"must sum to {self.total:g}, got {bounded(repr(value))} (sum {sum(items):g})")
+            raise Invalid(where, f"must sum to {self.total:g}, got {reprlib.repr(value)} (sum {sum(items):g})")
         return items
 
 
 def refuse_unknown(where: str, value: dict, allowed, context: str = "") -> None:
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise Invalid(where, f"has unknown key(s) {bounded(repr(unknown))}{context}; allowed: {', '.join(allowed)}")
+        raise Invalid(where, f"has unknown key(s) {reprlib.repr(unknown)}{context}; allowed: {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class Table:
         refuse_unknown(where, value, self.keys)
         missing = [k for k in self.required if k not in value]
         if missing:
-            raise Invalid(where, f"needs the key(s) {', '.join(missing)}, got {bounded(repr(value))}")
+            raise Invalid(where, f"needs the key(s) {', '.join(missing)}, got {reprlib.repr(value)}")
         return {k: self.keys[k].check(v, f"{where}.{k}", section) for k, v in value.items()}
 
 
@@ -231,7 +231,7 @@ class Keywords:
         allowed = list(inspect.signature(methods[method]).parameters)[self.skip:] if method in methods else []
         unknown = sorted(set(value) - set(allowed))
         if unknown:
-            raise Invalid(where, f"has option(s) {bounded(repr(unknown))} that {self.sibling} {method!r} does not "
+            raise Invalid(where, f"has option(s) {reprlib.repr(unknown)} that {self.sibling} {method!r} does not "
                                  f"take; it takes {', '.join(allowed) or 'none'}")
         for key, option in value.items():
             _finite_numbers(option, f"{where}.{key}")

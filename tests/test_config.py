@@ -101,7 +101,7 @@ BAD_VALUES = [
     ({"data": {"synthetic": {"relatedness": 1.5}}}, "[data] synthetic.relatedness must be a number in [0, 1], got 1.5"),
     ({"data": {"synthetic": {"rows": 10}}}, "[data] synthetic has unknown key(s) ['rows']"),
     # no message pastes a huge value
-    ({"train": {"epochs": "x" * 10_000}}, "... (10002 chars)"),
+    ({"train": {"epochs": "x" * 10_000}}, "[train] epochs must be an integer >= 1, got 'xxxxxxxxxxxx...xxxxxxxxxxxxx'"),
 ]
 
 

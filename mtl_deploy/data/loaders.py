@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import zipfile
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from mtl_deploy.config import DataConfig
 from mtl_deploy.data.dataset import MultiTaskDataset
 from mtl_deploy.data.synthetic import synthetic_family
 from mtl_deploy.data.tasks import TaskSpec
-from mtl_deploy.errors import InputError, bounded
-from mtl_deploy.runtime.tables import Table, read_table
+from mtl_deploy.errors import InputError
+from mtl_deploy.runtime.csv_reader import Table, read_table
 
 SOURCES = ("synthetic", "csv", "npz")  # data.source: the built-in family, or a user's file
 
@@ -27,7 +28,7 @@ def _existing_file(path: str | Path) -> Path:
 
 
 def load_csv(path: str | Path, tasks: list[TaskSpec], feature_columns: list[str] | None = None) -> MultiTaskDataset:
-    """Read a CSV with a header row (the rules are `mtl_deploy.runtime.tables`'). Each
+    """Read a CSV with a header row (the rules are `mtl_deploy.runtime.csv_reader`'). Each
     task's targets come from the column of the same name; features are `feature_columns`,
     or every other column when omitted."""
     table = read_table(_existing_file(path), header=True)
@@ -42,8 +43,8 @@ def _columns(table: Table, names: list[str]) -> torch.Tensor:
     """(rows, len(names)) float64 values of the named columns."""
     unknown = [n for n in names if n not in table.header]
     if unknown:
-        raise InputError(f"{table.path}: no column(s) named {bounded(repr(unknown))}; "
-                         f"the header has {bounded(repr(table.header))}")
+        raise InputError(f"{table.path}: no column(s) named {reprlib.repr(unknown)}; "
+                         f"the header has {reprlib.repr(table.header)}")
     if not names:
         raise InputError(f"{table.path}: no feature columns left once the task columns are taken")
     index = {name: i for i, name in enumerate(table.header)}

@@ -11,11 +11,11 @@ import numpy as np
 
 from mtl_deploy.errors import InputError
 from mtl_deploy.runtime.predictor import Predictor
-from mtl_deploy.runtime.tables import read_table
+from mtl_deploy.runtime.csv_reader import read_table
 
 
 def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray:
-    """Rows from a `.npy`, or from a `.csv` by the rules of `runtime.tables` (`header`: True
+    """Rows from a `.npy`, or from a `.csv` by the rules of `runtime.csv_reader` (`header`: True
     the first row names the columns, False it is data, None detected)."""
     path = Path(path)
     if not path.is_file():

@@ -18,7 +18,7 @@ BIG = csv.field_size_limit() + 10
 
 # (file bytes, what both readers must say): every rule that refuses, one row each
 REFUSED = [
-    (b"a,a,b\n1,2,3\n", "the header repeats the column name(s) ['a']; give every column its own name"),
+    (b"a,a,b\n1,2,3\n", "the header has duplicate column name(s) ['a']; give every column its own name"),
     (b",a,b\n0,1,2\n", "column 1 of the header has no name"),
     (b"a,b\n", "has a header but no data rows"),
     (b"", "is empty"),
@@ -34,7 +34,7 @@ REFUSED = [
     (b'a,b\n1,"2"3\n', "is not readable CSV"),
     (b"a,b\n1,\xff\n", "is not UTF-8 text"),
     (b",".join(b"c%d" % (i % 3000) for i in range(6000)) + b"\n" + b",".join([b"1"] * 6000) + b"\n",
-     "the header repeats the column name(s) ['c0', 'c1'"),
+     "the header has duplicate column name(s) ['c0', 'c1'"),
 ]
 
 
@@ -107,7 +107,7 @@ def test_training_csvs_strip_the_bom_and_keep_one_feature_as_a_column(tmp_path):
 
 def test_duplicate_columns_are_never_silently_merged(tmp_path):
     path = write(tmp_path, b"a,price,a\n1,2,3\n4,5,6\n")
-    with pytest.raises(InputError, match=r"repeats the column name\(s\) \['a'\]"):
+    with pytest.raises(InputError, match=r"duplicate column name\(s\) \['a'\]"):
         load_csv(path, [TaskSpec("price", "regression")])
 
 

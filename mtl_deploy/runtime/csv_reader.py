@@ -16,13 +16,14 @@ the csv module only, so the runtime can use it without torch). Its rules:
 from __future__ import annotations
 
 import csv
+import reprlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.errors import InputError, MtlDeployError, bounded
+from mtl_deploy.errors import InputError, MtlDeployError
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Table:
             if not cell.strip():
                 return InputError(f"{where} is empty; fill it in or drop the row")
             if not is_number(cell):
-                return InputError(f"{where}: {bounded(repr(cell), 40)} is not a number; fix or drop the row")
+                return InputError(f"{where}: {reprlib.repr(cell)} is not a number; fix or drop the row")
         raise AssertionError("no bad cell in a row that failed to parse")
 
 
@@ -106,7 +107,7 @@ def _rows(path: Path) -> tuple[list[list[str]], list[int]]:
                 except StopIteration:
                     return rows, lines
                 except csv.Error as err:
-                    raise InputError(f"{path}: line {reader.line_num} is not readable CSV ({bounded(str(err))}); "
+                    raise InputError(f"{path}: line {reader.line_num} is not readable CSV ({err}); "
                                      "check its quotes and delimiters") from None
                 if row:
                     rows.append(row)
@@ -123,5 +124,5 @@ def _check_names(path: Path, names: list[str]) -> None:
                          "(pandas writes an unnamed index column unless to_csv(index=False))")
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
-        raise InputError(f"{path}: the header repeats the column name(s) {bounded(repr(repeated))}; "
+        raise InputError(f"{path}: the header has duplicate column name(s) {reprlib.repr(repeated)}; "
                          "give every column its own name")
