@@ -213,11 +213,11 @@ def test_cli_refuses_bad_values_in_one_line(tmp_path, flags, config, message):
 
 
 def test_a_resumed_runs_saved_config_is_checked(tmp_path):
-    from tests.training.runs import MAML, write_config
-
-    run = tmp_path / "run"
-    assert runner.invoke(app, ["train", str(write_config(tmp_path, MAML)), "--out", str(run),
-                               "--iterations", "3"]).exit_code == 0
+    maml = {"meta": {**META, "shots": 2, "queries": 2, "meta_batch": 2, "iterations": 3, "val_every": 3,
+                     "val_tasks": 2, "checkpoint_every": 3}, "model": {"trunk": {"hidden": [8]}}}
+    path, run = tmp_path / "maml.json", tmp_path / "run"
+    path.write_text(json.dumps(maml))
+    assert runner.invoke(app, ["train", str(path), "--out", str(run)]).exit_code == 0
     saved = json.loads((run / "config.json").read_text())
     saved["meta"]["inner_lr"] = -1
     (run / "config.json").write_text(json.dumps(saved))
@@ -225,7 +225,7 @@ def test_a_resumed_runs_saved_config_is_checked(tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "config.json: [meta] inner_lr must be a finite number > 0, got -1" in lines[0], lines
-    saved["meta"]["inner_lr"] = MAML["meta"]["inner_lr"]
+    saved["meta"]["inner_lr"] = 0.01
     (run / "config.json").write_text(json.dumps(saved))
     result = runner.invoke(app, ["train", "--resume", str(run), "--iterations", "-5"])
     assert result.exit_code == 2, result.output
