@@ -53,10 +53,10 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write: checkpoint, config, metrics log, curves.")] = Path("checkpoint"),
     preset: Annotated[Optional[str], typer.Option(help="A shipped config instead of CONFIG, e.g. synthetic-related or sinusoid-maml.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data file (.csv or .npz) overriding data.path.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs (multi-task runs).")] = None,
-    iterations: Annotated[Optional[int], typer.Option(min=1, help="Override meta.iterations (meta-learning runs).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs (multi-task runs).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Override meta.iterations (meta-learning runs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between saved training states.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between saved training states.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last saved state.")] = None,
 ):
     """Train a multi-task model or meta-train a few-shot model, and write a checkpoint.
@@ -68,12 +68,12 @@ def train(
     with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}"):
         if resume is not None and resume != out:
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
+        from mtl_deploy import training
+        from mtl_deploy.config import overrides_from_flags
         from mtl_deploy.runs.distributed import from_environment
         from mtl_deploy.tables import training_summary
-        from mtl_deploy import training
-        overrides = {"data.path": str(data) if data else None, "train.epochs": epochs, "train.seed": seed,
-                     "meta.iterations": iterations, "meta.seed": seed, "train.checkpoint_every": checkpoint_every,
-                     "meta.checkpoint_every": checkpoint_every}
+        overrides = overrides_from_flags(data=data, epochs=epochs, iterations=iterations, seed=seed,
+                                         checkpoint_every=checkpoint_every)
         run = training.run_config(config, preset, overrides, out, resume is not None)
         fitted = training.train(run, out, _progress(), resume is not None)
         if from_environment().is_main:  # the process group the run joined
@@ -177,9 +177,10 @@ def verify(
 @app.command()
 def predict(
     export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
-    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional).")],
+    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional, see --header).")],
     task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write predictions to .npz or .csv instead of printing.")] = None,
+    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
 ):
     """Predict with an export in ONNX Runtime (no PyTorch needed).
 
@@ -188,7 +189,7 @@ def predict(
     with user_errors():
         from mtl_deploy.runtime import predict_file
 
-        predictions = predict_file(export_dir, input, task, output)
+        predictions = predict_file(export_dir, input, task, output, header)
         if output is None:
             for name, values in predictions.items():
                 typer.echo(f"{name}: {values.tolist()}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_deploy.runs import distributed
-from mtl_deploy.config import RunConfig, apply_overrides, config_from_dict, resolve_config
+from mtl_deploy.config import RunConfig, apply_overrides, check_config, config_from_dict, resolve_config
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.train import MetaFitted, meta_train_and_save
 from mtl_deploy.mtl.fit import Fitted, train_run
@@ -41,9 +41,11 @@ def _fields(config: RunConfig) -> dict[str, Any]:
             for key, value in (fields or {}).items()}
 
 
-def train(config: RunConfig, out_dir: str | Path, progress: bool = True,
-                        resume: bool = False) -> Fitted | MetaFitted:
-    """Train into the run directory `out_dir`; under torchrun, as this process's rank."""
+def train(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> Fitted | MetaFitted:
+    """Train a multi-task model, or meta-train a few-shot model (a config with a [meta]
+    section), into the run directory `out_dir`; under torchrun, as this process's rank.
+    A config built in Python is checked like one read from a file."""
+    check_config(config, "config")
     group = distributed.from_environment()
     if config.meta is not None:
         fitted = meta_train_and_save(config, out_dir, progress, resume, group)

@@ -17,6 +17,7 @@ from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
 
 SPLITS = ("train", "val", "test")
+FAMILIES = ("sinusoid", "digits", "npz", "image-folder")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -166,4 +167,4 @@ def fewshot_family(family: str, ways: int, shots: int, queries: int, path: str |
         return labelled_family(data.x, data.targets["y"].flatten(), ways, shots, queries, split, seed)
     if family == "image-folder":
         return labelled_family(*load_image_folder(path, image_size), ways, shots, queries, split, seed)
-    raise InputError(f"unknown few-shot family {family!r}; use sinusoid, digits, npz or image-folder")
+    raise InputError(f"unknown few-shot family {family!r}; use one of {', '.join(FAMILIES)}")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import csv
+import reprlib
 import zipfile
 from pathlib import Path
 
@@ -15,6 +15,9 @@ from mtl_deploy.data.dataset import MultiTaskDataset
 from mtl_deploy.data.synthetic import synthetic_family
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
+from mtl_deploy.runtime.csv_reader import Table, read_table
+
+SOURCES = ("synthetic", "csv", "npz")  # data.source: the built-in family, or a user's file
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -25,35 +28,27 @@ def _existing_file(path: str | Path) -> Path:
 
 
 def load_csv(path: str | Path, tasks: list[TaskSpec], feature_columns: list[str] | None = None) -> MultiTaskDataset:
-    """Read a CSV with a header row. Each task's targets come from the column of the same
-    name; features are `feature_columns`, or every other column when omitted."""
-    path = _existing_file(path)
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        raise InputError(f"{path} is empty; it needs a header row and data rows")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    """Read a CSV with a header row (the rules are `mtl_deploy.runtime.csv_reader`'). Each
+    task's targets come from the column of the same name; features are `feature_columns`,
+    or every other column when omitted."""
+    table = read_table(_existing_file(path), header=True)
     task_names = [t.name for t in tasks]
-    features = feature_columns if feature_columns is not None else [h for h in header if h not in task_names]
-    unknown = [c for c in [*task_names, *features] if c not in header]
-    if unknown:
-        raise InputError(f"{path}: no column(s) named {unknown}; the header has {header}")
-    if not features:
-        raise InputError(f"{path}: no feature columns left once the task columns are taken")
-    if not body:
-        raise InputError(f"{path} has a header but no data rows")
-    index = {name: i for i, name in enumerate(header)}
-
-    def column_block(names: list[str]) -> torch.Tensor:
-        try:
-            values = [[float(row[index[n]]) for n in names] for row in body]
-        except (ValueError, IndexError) as err:
-            raise InputError(f"{path}: a value in columns {names} is missing or not a number ({err})") from None
-        return torch.tensor(values, dtype=torch.float64)
-
-    x = column_block(features)
-    targets = {t.name: column_block([t.name])[:, 0] for t in tasks}
+    features = feature_columns if feature_columns is not None else [h for h in table.header if h not in task_names]
+    x = _columns(table, features)
+    targets = {t.name: _columns(table, [t.name])[:, 0] for t in tasks}
     return MultiTaskDataset(x, targets, tasks)
+
+
+def _columns(table: Table, names: list[str]) -> torch.Tensor:
+    """(rows, len(names)) float64 values of the named columns."""
+    unknown = [n for n in names if n not in table.header]
+    if unknown:
+        raise InputError(f"{table.path}: no column(s) named {reprlib.repr(unknown)}; "
+                         f"the header has {reprlib.repr(table.header)}")
+    if not names:
+        raise InputError(f"{table.path}: no feature columns left once the task columns are taken")
+    index = {name: i for i, name in enumerate(table.header)}
+    return torch.from_numpy(table.numbers([index[n] for n in names]))
 
 
 def load_npz(path: str | Path, tasks: list[TaskSpec], input_key: str = "x") -> MultiTaskDataset:
@@ -83,9 +78,8 @@ def load_inputs(path: str | Path, input_shape: tuple[int, ...], task_names: list
     if path.suffix == ".npz":
         x = load_npz(path, [], input_key="x").x
     elif path.suffix == ".csv":
-        with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        x = load_csv(path, [], [h.strip() for h in header if h.strip() not in task_names]).x
+        table = read_table(path, header=True)
+        x = _columns(table, [h for h in table.header if h not in task_names])
     else:
         raise InputError(f"{path}: unknown data file type {path.suffix!r}; use .npz or .csv")
     if tuple(x.shape[1:]) != tuple(input_shape):
@@ -114,8 +108,8 @@ def dataset_from_config(config: DataConfig) -> MultiTaskDataset:
             return synthetic_family(**options)
         except TypeError as err:
             raise InputError(f"[data.synthetic] has an unknown option ({err})") from None
-    if config.source not in ("csv", "npz"):
-        raise InputError(f"unknown data source {config.source!r}; use 'synthetic', 'csv' or 'npz'")
+    if config.source not in SOURCES:
+        raise InputError(f"unknown data source {config.source!r}; use one of {', '.join(SOURCES)}")
     if not config.path:
         raise InputError(f"data source {config.source!r} needs data.path (or --data FILE)")
     if not config.tasks:

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+TRUNK_TYPES = ("mlp", "conv")
+CONV_NORMS = ("batch", "none")  # BatchNorm after each convolution, or none
 
 
 def make_activation(name: str) -> nn.Module:
@@ -56,8 +58,8 @@ class ConvTrunk(nn.Module):
         super().__init__()
         if not channels:
             raise ValueError("a ConvNet trunk needs at least one block")
-        if norm not in ("batch", "none"):
-            raise ValueError(f"unknown conv norm {norm!r}; use 'batch' or 'none'")
+        if norm not in CONV_NORMS:
+            raise ValueError(f"unknown conv norm {norm!r}; use one of {', '.join(CONV_NORMS)}")
         self.in_channels, self.channels, self.image_size, self.norm = in_channels, list(channels), tuple(image_size), norm
         blocks: list[nn.Module] = []
         width = in_channels
@@ -89,4 +91,4 @@ def build_trunk(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
             raise ValueError(f"a conv trunk takes (channels, height, width) input, got input shape {input_shape}")
         return ConvTrunk(input_shape[0], list(config.get("channels", [32, 32, 32])), input_shape[1:],
                          config.get("norm", "batch"))
-    raise ValueError(f"unknown trunk type {kind!r}; use 'mlp' or 'conv'")
+    raise ValueError(f"unknown trunk type {kind!r}; use one of {', '.join(TRUNK_TYPES)}")

@@ -10,30 +10,23 @@ import numpy as np
 from mtl_deploy.atomic import atomic_file
 from mtl_deploy.errors import InputError
 from mtl_deploy.runtime.predictor import Predictor
+from mtl_deploy.runtime.csv_reader import read_table
 
 
-def read_rows(path: str | Path) -> np.ndarray:
+def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray:
+    """Rows from a `.npy`, or from a `.csv` by the rules of `runtime.csv_reader` (`header`: True
+    the first row names the columns, False it is data, None detected)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist; give a .npy or .csv of rows")
+    if path.suffix == ".csv":
+        return read_table(path, header).numbers(dtype=np.float32)
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        if path.suffix == ".csv":
-            first = path.read_text().splitlines()[:1]
-            has_header = bool(first) and any(c.strip() and not _is_number(c) for c in first[0].split(","))
-            return np.atleast_2d(np.loadtxt(path, delimiter=",", skiprows=int(has_header), dtype=np.float32))
     except ValueError as err:
         raise InputError(f"{path} could not be read as numbers ({err})") from None
     raise InputError(f"{path}: unknown input type {path.suffix!r}; use .npy or .csv")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> None:
@@ -52,9 +45,9 @@ def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> N
 
 
 def predict_file(export_dir: str | Path, input_path: str | Path, task: str | None = None,
-                 output_path: str | Path | None = None) -> dict[str, np.ndarray]:
+                 output_path: str | Path | None = None, header: bool | None = None) -> dict[str, np.ndarray]:
     predictor = Predictor(export_dir)
-    result = predictor.predict(read_rows(input_path), task)
+    result = predictor.predict(read_rows(input_path, header), task)
     predictions = {task: result} if task else result
     if output_path is not None:
         write_predictions(predictions, output_path)

@@ -34,7 +34,7 @@ def test_csv_unknown_column_lists_the_header(tmp_path):
 
 
 def test_csv_non_numeric_and_nan(tmp_path):
-    with pytest.raises(InputError, match="missing or not a number"):
+    with pytest.raises(InputError, match=r"line 2, column .price.: .x. is not a number"):
         load_csv(write_csv(tmp_path / "a.csv", ["a", "price", "churn"], [[1, "x", 0]]), TASKS)
     with pytest.raises(InputError, match="NaN or inf"):
         load_csv(write_csv(tmp_path / "b.csv", ["a", "price", "churn"], [["nan", 1, 0]]), TASKS)
