@@ -61,26 +61,34 @@ def multihead_linear(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor |
     """x (B, D) through heads weight (H, C, D), bias (H, C).
 
     Returns every head's output (B, H, C), or with ``head_ids`` (B,) int64 each
-    row through its own head (B, C). Differentiable in x, weight and bias.
+    row through its own head (B, C). Differentiable in x, weight and bias. Under
+    ``torch.export``, ONNX export or ``torch.jit.trace`` it records the reference,
+    so an artifact holds standard operators only.
     """
+    if _exporting() or _tracing():
+        return multihead_linear_reference(x, weight, bias, head_ids)
+    if head_ids is None:
+        return _all_heads(x, weight, bias)
     if backend() == "reference":
         return multihead_linear_reference(x, weight, bias, head_ids)
-    if head_ids is not None:
-        # The kernel checks every argument itself (RuntimeError naming it).
-        return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
-    # Every head at once is one GEMM against the heads stacked as one Linear
-    # (a view, no copy): the BLAS is the fused kernel here, and calling it
-    # directly saves the custom-op dispatch, which costs more than the whole
-    # product at small B. Arguments are diagnosed only when that call fails.
-    try:
-        if x.dim() == 2 and x.is_contiguous():
-            return _all_heads(x, weight, bias)
-    except (RuntimeError, ValueError, AttributeError):
-        pass
-    check_multihead_linear(x, weight, bias, None)
-    return _all_heads(x, weight, bias)
+    # The kernel checks every argument itself (RuntimeError naming it).
+    return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
+
+
+_exporting, _tracing = torch.compiler.is_exporting, torch.jit.is_tracing  # bound once: called per forward
 
 
 def _all_heads(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    h, c, d = weight.shape
-    return F.linear(x, weight.view(h * c, d), bias.view(h * c)).view(x.shape[0], h, c)  # (B, H, C)
+    """Every head at once is one GEMM against the heads stacked as one Linear (views,
+    no copy), on both backends: the BLAS is the fused kernel here, and a custom-op
+    dispatch would cost more than the whole product at small B. Arguments are
+    diagnosed in full only when the product rejects them."""
+    shape = weight.shape
+    if not (x.is_contiguous() and bias.shape == shape[:2]):
+        check_multihead_linear(x, weight, bias, None)  # raises ValueError naming the argument
+    try:
+        h, c, d = shape
+        return F.linear(x, weight.view(h * c, d), bias.view(h * c)).view(x.shape[0], h, c)  # (B, H, C)
+    except (RuntimeError, ValueError):
+        check_multihead_linear(x, weight, bias, None)
+        raise

@@ -74,9 +74,14 @@ def inner_loop_reference(
 
 
 def multihead_linear_reference(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor | None = None) -> Tensor:
-    """Every head (B, H, C), or row i through head ``head_ids[i]`` (B, C)."""
-    check_multihead_linear(x, weight, bias, head_ids)
+    """Every head as its own Linear (B, H, C), or row i through head ``head_ids[i]`` (B, C).
+
+    Per-head products are what export traces: the graph holds one standard Gemm per
+    head, as a model of separate ``nn.Linear`` heads would.
+    """
+    # An exported graph cannot read head_ids' values; the runtime checks its inputs.
+    check_multihead_linear(x, weight, bias, head_ids, check_values=not torch.compiler.is_exporting())
     if head_ids is None:
-        return torch.einsum("bd,hcd->bhc", x, weight) + bias  # (B, H, C)
+        return torch.stack([F.linear(x, w, b) for w, b in zip(weight.unbind(0), bias.unbind(0))], dim=1)  # (B, H, C)
     w = weight[head_ids]  # (B, C, D)
     return torch.bmm(w, x.unsqueeze(-1)).squeeze(-1) + bias[head_ids]  # (B, C)
