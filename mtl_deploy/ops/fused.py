@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import ACTIVATIONS, LOSSES, check_inner_loop, check_multihead_linear
+from .checks import ACTIVATIONS, LOSSES, check_inner_loop_options, check_multihead_linear
 from .loader import backend
 from .reference import inner_loop_reference, multihead_linear_reference
 from .registration import AUX_GRAD_SUMS, AUX_NONE, AUX_TRAJECTORY
@@ -42,18 +42,24 @@ def inner_loop(
         # Only the reference differentiates through the data (e.g. a trunk
         # producing x); the kernel's gradient covers params and lr.
         return inner_loop_reference(params, x, y, steps=steps, lr=lr, loss=loss, activation=activation, order=order)
-    check_inner_loop(params, x, y, steps, lr, loss, activation, order, check_values=False)
+    check_inner_loop_options(params, steps, lr, loss, activation, order)
     lr_list = [] if isinstance(lr, (int, float)) else list(lr)
     lr_scalar = float(lr) if isinstance(lr, (int, float)) else 0.0
+    args = (list(params), x, y, lr_list, lr_scalar, steps, LOSSES.index(loss), ACTIVATIONS.index(activation))
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (*params, *lr_list)):
+        if torch.compiler.is_compiling():
+            adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, AUX_NONE)
+        else:
+            # Nothing to differentiate: skip the autograd wrapper, half of a small call's cost.
+            with torch._C._AutoDispatchBelowAutograd():
+                adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, AUX_NONE)
+        return list(adapted)
     aux_mode = AUX_NONE
-    if torch.is_grad_enabled():
-        if order == 2 and any(t.requires_grad for t in (*params, *lr_list)):
-            aux_mode = AUX_TRAJECTORY
-        elif order == 1 and any(a.requires_grad for a in lr_list):
-            aux_mode = AUX_GRAD_SUMS
-    adapted, _ = torch.ops.mtl_deploy.inner_loop(
-        list(params), x, y, lr_list, lr_scalar, steps, LOSSES.index(loss), ACTIVATIONS.index(activation), aux_mode
-    )
+    if order == 2:
+        aux_mode = AUX_TRAJECTORY
+    elif any(a.requires_grad for a in lr_list):
+        aux_mode = AUX_GRAD_SUMS
+    adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, aux_mode)
     return list(adapted)
 
 
