@@ -14,6 +14,7 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include "checks.h"
+#include "interleaved.h"
 #include "mlp.h"
 
 namespace mtl_deploy {
@@ -105,6 +106,17 @@ std::vector<T*> mutable_ptrs(const std::vector<Tensor>& ts) {
   return p;
 }
 
+// The tensors' elements one after another: the concatenated nn.Linear layout.
+template <typename U>
+std::vector<U> concat(const std::vector<Tensor>& ts) {
+  std::vector<U> out;
+  for (const Tensor& t : ts) {
+    const U* p = t.const_data_ptr<U>();
+    out.insert(out.end(), p, p + t.numel());
+  }
+  return out;
+}
+
 // Shared (task-independent) inputs in internal layout: theta_0 (also in the
 // concatenated nn.Linear layout, "ext") and the lr.
 template <typename T>
@@ -127,17 +139,6 @@ struct Shared {
       for (int64_t i = 0; i < P; ++i) out[i] = base[i] - l[i] * v[i];
     else
       for (int64_t i = 0; i < P; ++i) out[i] = base[i] - a * v[i];
-  }
-
- private:
-  template <typename U>
-  static std::vector<U> concat(const std::vector<Tensor>& ts) {
-    std::vector<U> out;
-    for (const Tensor& t : ts) {
-      const U* p = t.const_data_ptr<U>();
-      out.insert(out.end(), p, p + t.numel());
-    }
-    return out;
   }
 };
 
@@ -280,7 +281,14 @@ std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
   if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
   if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
   Tensor aux = torch::stable::new_empty(x, aux_shape);
-  if (x.scalar_type() == torch::headeronly::ScalarType::Float)
+  const bool f32 = x.scalar_type() == torch::headeronly::ScalarType::Float;
+  if (f32 && aux_mode == 0 && pb.T > 1 && pb.loss == Loss::Mse && pb.act == Act::Relu) {
+    // Plain adaptation of several tasks: one task per SIMD lane (interleaved.h).
+    const std::vector<float> theta0 = concat<float>(params), lr_ext = concat<float>(lr);
+    adapt_interleaved(pb.shape, pb.T, pb.K, pb.steps, x.const_data_ptr<float>(), y.const_data_ptr<float>(),
+                      theta0.data(), pb.meta_sgd ? lr_ext.data() : nullptr, static_cast<float>(pb.lr_scalar),
+                      mutable_ptrs<float>(outs));
+  } else if (f32)
     forward_kernel<float>(pb, Shared<float>(pb, params, lr), x, y, aux_mode, outs, aux);
   else
     forward_kernel<double>(pb, Shared<double>(pb, params, lr), x, y, aux_mode, outs, aux);

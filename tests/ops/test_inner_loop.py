@@ -117,6 +117,23 @@ def test_values_and_gradients_match_oracle(backend, case):
         torch.testing.assert_close(got / scale, want / scale, **tol)
 
 
+@pytest.mark.parametrize("case", sample_inputs(12, seed=7), ids=lambda c: f"T{c['x'].shape[0]}K{c['x'].shape[1]}")
+def test_adaptation_without_gradients_matches_oracle(backend, case):
+    """Plain adaptation (no meta-gradient wanted) runs its own kernel: float32 MSE ReLU
+    tasks one per SIMD lane, group sizes that do not divide T included."""
+    case = case | dict(loss="mse", activation="relu", x=case["x"].float(), params=[p.float() for p in case["params"]])
+    out = case["params"][-1].shape[0]
+    case["y"] = torch.randn(*case["x"].shape[:2], out, generator=torch.Generator().manual_seed(4))
+    if isinstance(case["lr"], list):
+        case["lr"] = [a.float() for a in case["lr"]]
+    kwargs = {k: case[k] for k in ("steps", "lr", "loss", "activation")}
+    with torch.no_grad():
+        got = ops.inner_loop(case["params"], case["x"], case["y"], **kwargs)
+    want = oracle([p.clone().requires_grad_() for p in case["params"]], case["x"], case["y"], order=1, **kwargs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach(), **tolerances(torch.float32))
+
+
 def test_zero_steps_returns_params_per_task(backend):
     case = sample_inputs()[0] | {"steps": 0}
     adapted = ops.inner_loop(case["params"], case["x"], case["y"], steps=0, lr=0.1)
