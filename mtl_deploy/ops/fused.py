@@ -46,18 +46,15 @@ def inner_loop(
     lr_list = [] if isinstance(lr, (int, float)) else list(lr)
     lr_scalar = float(lr) if isinstance(lr, (int, float)) else 0.0
     args = (list(params), x, y, lr_list, lr_scalar, steps, LOSSES.index(loss), ACTIVATIONS.index(activation))
-    if not torch.is_grad_enabled() or not any(t.requires_grad for t in (*params, *lr_list)):
-        if torch.compiler.is_compiling():
+    wants_grad = _wants_grad(*params, *lr_list)
+    if not wants_grad and not torch.compiler.is_compiling():
+        with _below_autograd():  # nothing to differentiate: skip the autograd wrapper
             adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, AUX_NONE)
-        else:
-            # Nothing to differentiate: skip the autograd wrapper, half of a small call's cost.
-            with torch._C._AutoDispatchBelowAutograd():
-                adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, AUX_NONE)
         return list(adapted)
     aux_mode = AUX_NONE
-    if order == 2:
+    if wants_grad and order == 2:
         aux_mode = AUX_TRAJECTORY
-    elif any(a.requires_grad for a in lr_list):
+    elif wants_grad and any(a.requires_grad for a in lr_list):
         aux_mode = AUX_GRAD_SUMS
     adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, aux_mode)
     return list(adapted)
@@ -78,7 +75,20 @@ def multihead_linear(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor |
     if backend() == "reference":
         return multihead_linear_reference(x, weight, bias, head_ids)
     # The kernel checks every argument itself (RuntimeError naming it).
-    return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
+    if _wants_grad(x, weight, bias) or torch.compiler.is_compiling():
+        return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
+    with _below_autograd():
+        return torch.ops.mtl_deploy.multihead_linear(x, weight, bias, head_ids)
+
+
+def _wants_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+# A custom op's autograd wrapper costs several microseconds per call. With no gradient
+# wanted the call can go below it, except under torch.compile, which traces the op as
+# registered.
+_below_autograd = torch._C._AutoDispatchBelowAutograd
 
 
 _exporting, _tracing = torch.compiler.is_exporting, torch.jit.is_tracing  # bound once: called per forward
