@@ -102,6 +102,29 @@ def check_inner_loop(
             raise ValueError(f"lr[{i}] must be shaped like params[{i}] {_shape(p)}, got {_shape(a)}")
 
 
+def check_maml_step(
+    params: Sequence[Tensor],
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    steps: int,
+    lr: float | Sequence[Tensor],
+    loss: str,
+    activation: str,
+    order: int,
+) -> None:
+    """Raises ValueError unless support and query sets describe the same T tasks."""
+    check_inner_loop(params, support_x, support_y, steps, lr, loss, activation, order)
+    try:
+        check_inner_loop(params, query_x, query_y, steps, lr, loss, activation, order)
+    except ValueError as err:
+        raise ValueError(f"query set: {err}") from None
+    if query_x.shape[0] != support_x.shape[0]:
+        raise ValueError(f"query_x must hold the same {support_x.shape[0]} tasks as support_x, "
+                         f"got {tuple(query_x.shape)}")
+
+
 def _check_range(name: str, ids: Tensor, n: int) -> None:
     if ids.numel():
         lo, hi = (int(v) for v in torch.aminmax(ids))

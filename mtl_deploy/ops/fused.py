@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .checks import ACTIVATIONS, LOSSES, check_inner_loop_options, check_multihead_linear
 from .loader import backend
-from .reference import inner_loop_reference, multihead_linear_reference
+from .reference import inner_loop_reference, maml_step_reference, multihead_linear_reference
 from .registration import AUX_GRAD_SUMS, AUX_NONE, AUX_TRAJECTORY
 
 
@@ -58,6 +58,41 @@ def inner_loop(
         aux_mode = AUX_GRAD_SUMS
     adapted, _ = torch.ops.mtl_deploy.inner_loop(*args, aux_mode)
     return list(adapted)
+
+
+def maml_step(
+    params: Sequence[Tensor],
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    *,
+    steps: int,
+    lr: float | Sequence[Tensor],
+    loss: str = "mse",
+    activation: str = "relu",
+    order: int = 2,
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """One MAML meta-step in one call: adapt on the support sets, then the mean query
+    loss over tasks and its gradient.
+
+    Arguments as :func:`inner_loop` (support_x, support_y are its x, y; query_x,
+    query_y the same T tasks' query sets). Returns ``(loss, grad_params, grad_lr)``:
+    the loss (a 0-d tensor), d loss / d params (one tensor per parameter) and
+    d loss / d lr (one per Meta-SGD rate, empty for a float lr), exactly
+    (``order=2``) or first-order (``order=1``). The result is not differentiable.
+    """
+    if backend() == "reference":
+        return maml_step_reference(params, support_x, support_y, query_x, query_y, steps=steps, lr=lr, loss=loss,
+                                   activation=activation, order=order)
+    check_inner_loop_options(params, steps, lr, loss, activation, order)
+    lr_list = [] if isinstance(lr, (int, float)) else list(lr)
+    lr_scalar = float(lr) if isinstance(lr, (int, float)) else 0.0
+    with _below_autograd():  # returns gradients; nothing to record
+        meta_loss, grads, grad_lr = torch.ops.mtl_deploy.maml_step(
+            [p.detach() for p in params], support_x, support_y, query_x, query_y, [a.detach() for a in lr_list],
+            lr_scalar, steps, LOSSES.index(loss), ACTIVATIONS.index(activation), order)
+    return meta_loss, list(grads), list(grad_lr)
 
 
 def multihead_linear(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor | None = None) -> Tensor:
