@@ -278,10 +278,12 @@ std::tuple<std::vector<Tensor>, Tensor> adapt(const Problem& pb, const std::vect
   if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
   Tensor aux = torch::stable::new_empty(x, aux_shape);
   const bool f32 = x.scalar_type() == torch::headeronly::ScalarType::Float;
-  if (f32 && aux_mode == 0 && pb.T > 1 && pb.loss == Loss::Mse && pb.act == Act::Relu) {
+  if (f32 && aux_mode == 0 && pb.T > 1 && (pb.act == Act::Relu || pb.shape.layers == 1)) {
     // Plain adaptation of several tasks: one task per SIMD lane (interleaved.h).
     const std::vector<float> theta0 = concat<float>(params), lr_ext = concat<float>(lr);
-    adapt_interleaved(pb.shape, pb.T, pb.K, pb.steps, x.const_data_ptr<float>(), y.const_data_ptr<float>(),
+    const bool mse = pb.loss == Loss::Mse;
+    adapt_interleaved(pb.shape, pb.T, pb.K, pb.steps, x.const_data_ptr<float>(),
+                      mse ? y.const_data_ptr<float>() : nullptr, mse ? nullptr : y.const_data_ptr<int64_t>(),
                       theta0.data(), pb.meta_sgd ? lr_ext.data() : nullptr, static_cast<float>(pb.lr_scalar),
                       mutable_ptrs<float>(outs));
   } else if (f32)

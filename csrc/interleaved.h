@@ -9,11 +9,13 @@
 // lanes; a group's parameters stay in cache for all its steps, and the bias,
 // activation and update are fused into the passes that produce them.
 //
-// Used for float32 MSE regression with ReLU, when no trajectory is saved (the
-// adaptation itself, no meta-gradient): the sinusoid shape of MAML.  W is 16 on
-// AVX-512 and 8 on AVX2, picked at run time (adapt_interleaved).
+// Used for float32 MSE or cross-entropy with ReLU (or no hidden layer: a linear
+// head, ANIL), when no trajectory is saved (the adaptation itself, no
+// meta-gradient): the sinusoid and ANIL shapes.  W is 16 on AVX-512 and 8 on AVX2,
+// picked at run time (adapt_interleaved).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -35,6 +37,48 @@ struct Interleaved {
   }
   static void st(float* p, V v) { std::memcpy(p, &v, sizeof(v)); }
   static V relu(V v) { return v > V{} ? v : V{}; }
+  static V exp(V x) {
+    if constexpr (sizeof(V) == sizeof(Vec<float>)) {  // a whole 64-byte vector: small_gemm.h's vexp
+      Vec<float> v;
+      std::memcpy(&v, &x, sizeof(v));
+      v = vexp<float>(v);
+      std::memcpy(&x, &v, sizeof(x));
+    } else {
+      float lanes[W];
+      std::memcpy(lanes, &x, sizeof(x));
+      for (int w = 0; w < W; ++w) lanes[w] = std::exp(lanes[w]);
+      std::memcpy(&x, lanes, sizeof(x));
+    }
+    return x;
+  }
+
+  // d = d(mean loss)/dz for the last layer z (K x out): MSE against float targets,
+  // or cross-entropy against one-hot targets (softmax over out, per lane).
+  static void loss_grad(const float* z, const float* targets, bool ce, float* d, int64_t K, int64_t out) {
+    if (!ce) {
+      const float scale = 2.f / static_cast<float>(K * out);
+      for (int64_t e = 0; e < K * out; ++e) st(d + e * W, scale * (ld(z + e * W) - ld(targets + e * W)));
+      return;
+    }
+    const float inv_k = 1.f / static_cast<float>(K);
+    for (int64_t k = 0; k < K; ++k) {
+      const float* zk = z + k * out * W;
+      float* dk = d + k * out * W;
+      V m = ld(zk), sum{};
+      for (int64_t j = 1; j < out; ++j) {
+        const V v = ld(zk + j * W);
+        m = v > m ? v : m;
+      }
+      for (int64_t j = 0; j < out; ++j) {
+        const V e = exp(ld(zk + j * W) - m);
+        st(dk + j * W, e);
+        sum += e;
+      }
+      const V inv = inv_k / sum;
+      for (int64_t j = 0; j < out; ++j)
+        st(dk + j * W, ld(dk + j * W) * inv - inv_k * ld(targets + (k * out + j) * W));
+    }
+  }
 
   const MlpShape& s;
   const int64_t K;
@@ -126,10 +170,11 @@ struct Interleaved {
     }
   }
 
-  // Adapts tasks t0 .. t0+n-1 (n <= W): x (T, K, in) and y (T, K, out) rows of
-  // those tasks, theta0 and lr_ext (or null) in concatenated nn.Linear layout.
-  void run(int64_t t0, int64_t n, int64_t steps, const float* x, const float* y, const float* theta0,
-           const float* lr_ext, float lr, const std::vector<float*>& outs) {
+  // Adapts tasks t0 .. t0+n-1 (n <= W): x (T, K, in) rows of those tasks and
+  // either y (T, K, out) float targets or y_class (T, K) class ids; theta0 and
+  // lr_ext (or null) in concatenated nn.Linear layout.
+  void run(int64_t t0, int64_t n, int64_t steps, const float* x, const float* y, const int64_t* y_class,
+           const float* theta0, const float* lr_ext, float lr, const std::vector<float*>& outs) {
     const int64_t L = s.layers, in = s.width[0], out = s.width[L], P = s.numel;
     for (int64_t p = 0; p < P; ++p)
       for (int w = 0; w < W; ++w) th[p * W + w] = theta0[p];
@@ -138,9 +183,12 @@ struct Interleaved {
     std::fill(a0, a0 + K * in * W, 0.f);
     for (int64_t w = 0; w < n; ++w)
       for (int64_t e = 0; e < K * in; ++e) a0[e * W + w] = x[(t0 + w) * K * in + e];
-    for (int64_t w = 0; w < n; ++w)
-      for (int64_t e = 0; e < K * out; ++e) ys[e * W + w] = y[(t0 + w) * K * out + e];
-    const float scale = 2.f / static_cast<float>(K * out);
+    for (int64_t w = 0; w < n; ++w) {
+      if (y_class)  // one-hot
+        for (int64_t k = 0; k < K; ++k) ys[(k * out + y_class[(t0 + w) * K + k]) * W + w] = 1.f;
+      else
+        for (int64_t e = 0; e < K * out; ++e) ys[e * W + w] = y[(t0 + w) * K * out + e];
+    }
     for (int64_t step = 0; step < steps; ++step) {
       for (int64_t l = 0; l < L; ++l)
         forward(act.data() + act_off[l], th.data() + s.w_off[l] * W, th.data() + s.b_off[l] * W,
@@ -148,7 +196,7 @@ struct Interleaved {
       float* d = d0.data();
       float* dnext = d1.data();
       const float* z = act.data() + act_off[L];
-      for (int64_t e = 0; e < K * out; ++e) st(d + e * W, scale * (ld(z + e * W) - ld(ys.data() + e * W)));
+      loss_grad(z, ys.data(), y_class != nullptr, d, K, out);
       for (int64_t l = L - 1; l >= 0; --l) {
         const int64_t nin = s.width[l], nout = s.width[l + 1];
         float* w = th.data() + s.w_off[l] * W;
@@ -172,25 +220,26 @@ struct Interleaved {
 
 template <int W>
 void adapt_groups(const MlpShape& s, int64_t T, int64_t K, int64_t steps, const float* x, const float* y,
-                  const float* theta0, const float* lr_ext, float lr, const std::vector<float*>& outs) {
+                  const int64_t* y_class, const float* theta0, const float* lr_ext, float lr,
+                  const std::vector<float*>& outs) {
   const int64_t groups = (T + W - 1) / W;
   torch::stable::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     Interleaved<W> work(s, K);
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t t0 = g * W;
-      work.run(t0, T - t0 < W ? T - t0 : W, steps, x, y, theta0, lr_ext, lr, outs);
+      work.run(t0, T - t0 < W ? T - t0 : W, steps, x, y, y_class, theta0, lr_ext, lr, outs);
     }
   });
 }
 
 // 16 lanes where the CPU has AVX-512, 8 (AVX2) otherwise.
 inline void adapt_interleaved(const MlpShape& s, int64_t T, int64_t K, int64_t steps, const float* x,
-                              const float* y, const float* theta0, const float* lr_ext, float lr,
-                              const std::vector<float*>& outs) {
+                              const float* y, const int64_t* y_class, const float* theta0,
+                              const float* lr_ext, float lr, const std::vector<float*>& outs) {
   if (__builtin_cpu_supports("avx512f"))
-    adapt_groups<16>(s, T, K, steps, x, y, theta0, lr_ext, lr, outs);
+    adapt_groups<16>(s, T, K, steps, x, y, y_class, theta0, lr_ext, lr, outs);
   else
-    adapt_groups<8>(s, T, K, steps, x, y, theta0, lr_ext, lr, outs);
+    adapt_groups<8>(s, T, K, steps, x, y, y_class, theta0, lr_ext, lr, outs);
 }
 
 }  // namespace mtl_deploy
