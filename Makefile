@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,bench]"
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/per_task_gradients.py
 	$(PY) benchmarks/distributed_throughput.py

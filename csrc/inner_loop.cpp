@@ -14,6 +14,7 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include "checks.h"
+#include "interleaved.h"
 #include "mlp.h"
 
 namespace mtl_deploy {
@@ -105,6 +106,17 @@ std::vector<T*> mutable_ptrs(const std::vector<Tensor>& ts) {
   return p;
 }
 
+// The tensors' elements one after another: the concatenated nn.Linear layout.
+template <typename U>
+std::vector<U> concat(const std::vector<Tensor>& ts) {
+  std::vector<U> out;
+  for (const Tensor& t : ts) {
+    const U* p = t.const_data_ptr<U>();
+    out.insert(out.end(), p, p + t.numel());
+  }
+  return out;
+}
+
 // Shared (task-independent) inputs in internal layout: theta_0 (also in the
 // concatenated nn.Linear layout, "ext") and the lr.
 template <typename T>
@@ -127,17 +139,6 @@ struct Shared {
       for (int64_t i = 0; i < P; ++i) out[i] = base[i] - l[i] * v[i];
     else
       for (int64_t i = 0; i < P; ++i) out[i] = base[i] - a * v[i];
-  }
-
- private:
-  template <typename U>
-  static std::vector<U> concat(const std::vector<Tensor>& ts) {
-    std::vector<U> out;
-    for (const Tensor& t : ts) {
-      const U* p = t.const_data_ptr<U>();
-      out.insert(out.end(), p, p + t.numel());
-    }
-    return out;
   }
 };
 
@@ -203,7 +204,7 @@ void forward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
 template <typename T>
 void backward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
                      const Tensor& y, const Tensor& traj,
-                     const std::vector<Tensor>& grad_out,
+                     const std::vector<const T*>& gop,
                      const std::vector<Tensor>& grad_params,
                      const std::vector<Tensor>& grad_lr) {
   const int64_t P = pb.shape.numel, S = pb.steps, T_ = pb.T;
@@ -211,7 +212,6 @@ void backward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
   const T* yf = pb.loss == Loss::Mse ? y.const_data_ptr<T>() : nullptr;
   const int64_t* yc = pb.loss == Loss::Mse ? nullptr : y.const_data_ptr<int64_t>();
   const T* tp = traj.const_data_ptr<T>();
-  const std::vector<const T*> gop = const_ptrs<T>(grad_out);
   std::vector<T> per_task(2 * T_ * P);  // (T, P) param grads, then (T, P) lr grads
   T* vs = per_task.data();
   T* lrs = vs + T_ * P;
@@ -266,13 +266,10 @@ std::vector<Tensor> empty_like_each(const std::vector<Tensor>& ts, int64_t lead)
   return out;
 }
 
-}  // namespace
-
-std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
-    std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
-    double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
-    int64_t aux_mode) {
-  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
+// The adapted parameters (T, *p) of every task, and what aux_mode asks to save.
+std::tuple<std::vector<Tensor>, Tensor> adapt(const Problem& pb, const std::vector<Tensor>& params,
+                                              const Tensor& x, const Tensor& y,
+                                              const std::vector<Tensor>& lr, int64_t aux_mode) {
   STD_TORCH_CHECK(aux_mode >= 0 && aux_mode <= 2,
                   "inner_loop: aux_mode must be 0 (none), 1 (gradient sums) or 2 (trajectory)");
   std::vector<Tensor> outs = empty_like_each(params, pb.T);
@@ -280,11 +277,116 @@ std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
   if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
   if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
   Tensor aux = torch::stable::new_empty(x, aux_shape);
-  if (x.scalar_type() == torch::headeronly::ScalarType::Float)
+  const bool f32 = x.scalar_type() == torch::headeronly::ScalarType::Float;
+  if (f32 && aux_mode == 0 && pb.T > 1 && (pb.act == Act::Relu || pb.shape.layers == 1)) {
+    // Plain adaptation of several tasks: one task per SIMD lane (interleaved.h).
+    const std::vector<float> theta0 = concat<float>(params), lr_ext = concat<float>(lr);
+    const bool mse = pb.loss == Loss::Mse;
+    adapt_interleaved(pb.shape, pb.T, pb.K, pb.steps, x.const_data_ptr<float>(),
+                      mse ? y.const_data_ptr<float>() : nullptr, mse ? nullptr : y.const_data_ptr<int64_t>(),
+                      theta0.data(), pb.meta_sgd ? lr_ext.data() : nullptr, static_cast<float>(pb.lr_scalar),
+                      mutable_ptrs<float>(outs));
+  } else if (f32)
     forward_kernel<float>(pb, Shared<float>(pb, params, lr), x, y, aux_mode, outs, aux);
   else
     forward_kernel<double>(pb, Shared<double>(pb, params, lr), x, y, aux_mode, outs, aux);
   return {outs, aux};
+}
+
+// After adaptation: the mean query loss over tasks and its gradient with respect to
+// the meta-parameters (and Meta-SGD rates), exactly (order 2, reverse through the
+// saved trajectory) or first-order (each step's Jacobian the identity).
+template <typename T>
+void meta_gradient(const Problem& pb, const Problem& qp, const std::vector<Tensor>& params,
+                   const std::vector<Tensor>& lr, const Tensor& sx, const Tensor& sy, const Tensor& qx,
+                   const Tensor& qy, int64_t order, const std::vector<Tensor>& adapted, const Tensor& aux,
+                   Tensor& loss_out, const std::vector<Tensor>& grad_params,
+                   const std::vector<Tensor>& grad_lr) {
+  const int64_t P = pb.shape.numel, T_ = pb.T, in = pb.shape.width.front(), out = pb.shape.width.back();
+  const T* xp = qx.const_data_ptr<T>();
+  const T* yf = qp.loss == Loss::Mse ? qy.const_data_ptr<T>() : nullptr;
+  const int64_t* yc = qp.loss == Loss::Mse ? nullptr : qy.const_data_ptr<int64_t>();
+  const std::vector<const T*> ap = const_ptrs<T>(adapted);
+  std::vector<T> v(T_ * P), losses(T_);  // (T, P) d(mean query loss)/d theta_t, internal layout
+  torch::stable::parallel_for(0, T_, 1, [&](int64_t begin, int64_t end) {
+    MlpTask<T> task(qp.shape, qp.K, qp.act, qp.loss);
+    std::vector<T> work(2 * P + kSlack);
+    T* theta = work.data();
+    T* ext = theta + P;
+    for (int64_t t = begin; t < end; ++t) {
+      gather_internal<T>(pb.shape, ap, t, theta);
+      task.to_external(theta, ext);
+      task.load_x(xp + t * qp.K * in);
+      task_grad<T>(qp, task, theta, ext, yf, yc, t, v.data() + t * P, nullptr);
+      losses[t] = task.loss_value(yf ? yf + t * qp.K * out : nullptr, yc ? yc + t * qp.K : nullptr);
+      for (int64_t i = 0; i < P; ++i) v[t * P + i] /= static_cast<T>(T_);
+    }
+  });
+  T total = 0;  // fixed order: the same result for any thread count
+  for (int64_t t = 0; t < T_; ++t) total += losses[t];
+  *loss_out.mutable_data_ptr<T>() = total / static_cast<T>(T_);
+  if (order == 2) {
+    std::vector<std::vector<T>> per_param;  // v in (T, *p) nn.Linear arrays, as the backward reads it
+    std::vector<T*> dst;
+    for (const Tensor& p : params) {
+      per_param.emplace_back(T_ * p.numel());
+      dst.push_back(per_param.back().data());
+    }
+    for (int64_t t = 0; t < T_; ++t) scatter_external<T>(pb.shape, v.data() + t * P, dst, t);
+    std::vector<const T*> gop(dst.begin(), dst.end());
+    backward_kernel<T>(pb, Shared<T>(pb, params, lr), sx, sy, aux, gop, grad_params, grad_lr);
+    return;
+  }
+  std::vector<T> sum(P, T(0)), dlr(P, T(0)), v_ext(P + kSlack);
+  const T* gsum = pb.meta_sgd ? aux.const_data_ptr<T>() : nullptr;  // (T, P) nn.Linear layout
+  MlpTask<T> layout(pb.shape, 1, pb.act, pb.loss);
+  for (int64_t t = 0; t < T_; ++t) {
+    for (int64_t i = 0; i < P; ++i) sum[i] += v[t * P + i];
+    if (!gsum) continue;
+    layout.to_external(v.data() + t * P, v_ext.data());
+    for (int64_t i = 0; i < P; ++i) dlr[i] -= gsum[t * P + i] * v_ext[i];
+  }
+  scatter_external<T>(pb.shape, sum.data(), mutable_ptrs<T>(grad_params), 0);
+  int64_t off = 0;  // dlr is in the concatenated nn.Linear layout
+  for (const Tensor& g : grad_lr) {
+    T* o = g.mutable_data_ptr<T>();
+    std::copy(dlr.begin() + off, dlr.begin() + off + g.numel(), o);
+    off += g.numel();
+  }
+}
+
+}  // namespace
+
+std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
+    std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
+    double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
+    int64_t aux_mode) {
+  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
+  return adapt(pb, params, x, y, lr, aux_mode);
+}
+
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> maml_step_cpu(
+    std::vector<Tensor> params, Tensor support_x, Tensor support_y, Tensor query_x, Tensor query_y,
+    std::vector<Tensor> lr, double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
+    int64_t order) {
+  STD_TORCH_CHECK(order == 1 || order == 2, "maml_step: order must be 1 (first-order) or 2 (exact), got ",
+                  order);
+  const Problem pb = check_problem(params, support_x, support_y, lr, lr_scalar, steps, loss, activation);
+  const Problem qp = check_problem(params, query_x, query_y, lr, lr_scalar, steps, loss, activation);
+  STD_TORCH_CHECK(qp.T == pb.T, "maml_step: query_x must hold the same ", pb.T,
+                  " tasks as support_x, got ", shape_str(query_x));
+  const int64_t aux_mode = order == 2 ? 2 : (pb.meta_sgd ? 1 : 0);
+  auto [adapted, aux] = adapt(pb, params, support_x, support_y, lr, aux_mode);
+  Tensor loss_out = torch::stable::new_empty(support_x, {});
+  std::vector<Tensor> grad_params = empty_like_each(params, 0);
+  std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
+  if (support_x.scalar_type() == torch::headeronly::ScalarType::Float)
+    meta_gradient<float>(pb, qp, params, lr, support_x, support_y, query_x, query_y, order, adapted, aux,
+                         loss_out, grad_params, grad_lr);
+  else
+    meta_gradient<double>(pb, qp, params, lr, support_x, support_y, query_x, query_y, order, adapted, aux,
+                          loss_out, grad_params, grad_lr);
+  return {loss_out, grad_params, grad_lr};
 }
 
 std::tuple<std::vector<Tensor>, std::vector<Tensor>> inner_loop_backward_cpu(
@@ -311,16 +413,17 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> inner_loop_backward_cpu(
   std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
   if (x.scalar_type() == torch::headeronly::ScalarType::Float)
     backward_kernel<float>(pb, Shared<float>(pb, params, lr), x, y, trajectory,
-                           grad_adapted, grad_params, grad_lr);
+                           const_ptrs<float>(grad_adapted), grad_params, grad_lr);
   else
     backward_kernel<double>(pb, Shared<double>(pb, params, lr), x, y, trajectory,
-                            grad_adapted, grad_params, grad_lr);
+                            const_ptrs<double>(grad_adapted), grad_params, grad_lr);
   return {grad_params, grad_lr};
 }
 
 STABLE_TORCH_LIBRARY_IMPL(mtl_deploy, CPU, m) {
   m.impl("inner_loop", TORCH_BOX(&inner_loop_cpu));
   m.impl("inner_loop_backward", TORCH_BOX(&inner_loop_backward_cpu));
+  m.impl("maml_step", TORCH_BOX(&maml_step_cpu));
 }
 
 }  // namespace mtl_deploy

@@ -172,6 +172,26 @@ class MlpTask {
     }
   }
 
+  // The mean loss of the last forward (call after loss_grad), computed stably
+  // from the logits for cross-entropy.
+  T loss_value(const T* y_float, const int64_t* y_class) const {
+    const int64_t n = s_.width[s_.layers];
+    const T* z = z_[s_.layers];
+    T sum = 0;
+    if (loss_ == Loss::Mse) {
+      for (int64_t i = 0; i < K_ * n; ++i) sum += (z[i] - y_float[i]) * (z[i] - y_float[i]);
+      return sum / static_cast<T>(K_ * n);
+    }
+    for (int64_t k = 0; k < K_; ++k) {
+      const T* zk = z + k * n;
+      T m = zk[0], e = 0;
+      for (int64_t j = 1; j < n; ++j) m = zk[j] > m ? zk[j] : m;
+      for (int64_t j = 0; j < n; ++j) e += std::exp(zk[j] - m);
+      sum += m + std::log(e) - zk[y_class[k]];
+    }
+    return sum / static_cast<T>(K_);
+  }
+
   // The gradient of the mean loss, and the same in nn.Linear layout unless
   // grad_ext is null; keeps d_l and e_l = d_{l+1} W_{l+1}.
   void backward(const T* theta, const T* ext, T* grad, T* grad_ext) {

@@ -28,6 +28,14 @@ STABLE_TORCH_LIBRARY(mtl_deploy, m) {
       "inner_loop_backward(Tensor[] params, Tensor x, Tensor y, Tensor[] lr, "
       "float lr_scalar, int steps, int loss, int activation, Tensor trajectory, "
       "Tensor[] grad_adapted) -> (Tensor[], Tensor[])");
+  // The whole MAML meta-step: adapt on the support set as inner_loop does, then
+  // the mean query loss over tasks and its gradient with respect to params and
+  // (Meta-SGD) lr; order: 1 first-order, 2 exact.  Returns (loss, grad_params,
+  // grad_lr), grad_lr empty when lr is.  Not differentiable itself.
+  m.def(
+      "maml_step(Tensor[] params, Tensor support_x, Tensor support_y, Tensor query_x, "
+      "Tensor query_y, Tensor[] lr, float lr_scalar, int steps, int loss, int activation, "
+      "int order) -> (Tensor, Tensor[], Tensor[])");
   m.def("multihead_linear(Tensor x, Tensor weight, Tensor bias, Tensor? head_ids) -> Tensor");
   m.def(
       "multihead_linear_routed_backward(Tensor grad_out, Tensor x, Tensor weight, "

@@ -4,7 +4,7 @@ meta-batch.
 
 What is adapted follows `FewShotModel.adapted_parameters`. A whole MLP, or a linear head
 on trunk features computed once per task (ANIL), runs in `mtl_deploy.ops.inner_loop`
-(the fused kernel). A whole network of any other kind (a ConvNet) runs in
+(the fused kernel); a whole MLP's meta-step runs in `mtl_deploy.ops.maml_step`. A whole network of any other kind (a ConvNet) runs in
 `functional_inner_loop`: torch.func's per-task gradients, vmapped over the tasks.
 """
 
@@ -134,6 +134,23 @@ def maml_loss(model: FewShotModel, episodes: Episodes, *, steps: int, lr: float,
     params = adapt_params(model, episodes.support_x, episodes.support_y, steps=steps, lr=lr, order=order,
                           head_only=head_only)
     return task_losses(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y).mean()
+
+
+def fused_meta_step(model: FewShotModel, episodes: Episodes, *, steps: int, lr: float, order: int) -> float | None:
+    """For a whole MLP, the meta-step of `maml_loss` in one fused call (`ops.maml_step`):
+    the meta-gradient is added to the parameters' (and learned rates') `.grad` and the
+    query loss returned. None for any other model, which goes through `maml_loss`."""
+    if not adapts_whole_network(model, head_only=False):
+        return None
+    params = model.adapted_parameters()
+    rates = lr if model.inner_lrs is None else list(model.inner_lrs)
+    loss, grads, grad_lr = ops.maml_step(
+        params, inner_inputs(model, episodes.support_x, False), episodes.support_y,
+        inner_inputs(model, episodes.query_x, False), episodes.query_y, steps=steps, lr=rates,
+        loss=_loss_name(model), activation=_activation(model), order=order)
+    for param, grad in zip([*params, *([] if model.inner_lrs is None else rates)], [*grads, *grad_lr]):
+        param.grad = grad if param.grad is None else param.grad + grad
+    return float(loss)
 
 
 @torch.no_grad()

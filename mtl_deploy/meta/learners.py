@@ -11,7 +11,8 @@ import torch
 from mtl_deploy.config import MetaConfig
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.errors import InputError
-from mtl_deploy.meta.gradient_based import adapt_params, maml_loss, reptile_direction, with_adapted_weights
+from mtl_deploy.meta.gradient_based import (adapt_params, fused_meta_step, maml_loss, reptile_direction,
+                                            with_adapted_weights)
 from mtl_deploy.meta.metric import metric_loss, with_support
 from mtl_deploy.models.fewshot import FewShotModel, check_support
 
@@ -44,6 +45,10 @@ class GradientLearner:
                 param.grad = direction
             with torch.no_grad():
                 return float(self.query_loss(model, episodes))
+        if not self.head_only:
+            fused = fused_meta_step(model, episodes, steps=self.steps, lr=self.lr, order=self.order)
+            if fused is not None:
+                return fused
         loss = self.query_loss(model, episodes)
         loss.backward()
         return float(loss.detach())

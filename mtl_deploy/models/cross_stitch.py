@@ -40,14 +40,14 @@ class CrossStitchModel(MultiTaskBase):
         self.act = make_activation(self.activation)
         self.heads = self.task_heads(width)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def task_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.normalize(x).flatten(1)  # (B, F)
         columns = [z for _ in self.tasks]
         for layers, stitch in zip(self.columns, self.stitches):
             h = torch.stack([self.act(layer(c)) for layer, c in zip(layers, columns)])  # (T, B, D)
             mixed = torch.einsum("ts,sbd->tbd", stitch, h)  # (T, B, D) column t reads every column
             columns = list(mixed.unbind(0))
-        return {t.name: self.heads[t.name](c) for t, c in zip(self.tasks, columns)}
+        return dict(zip(self.task_names, columns))  # task t reads column t
 
     def scheme_config(self) -> dict:
         return {"trunk": {"type": "mlp", "hidden": self.hidden, "activation": self.activation},

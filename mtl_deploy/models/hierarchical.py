@@ -40,10 +40,12 @@ class HierarchicalModel(MultiTaskBase):
         self.heads = self.task_heads(self.middles[0].out_features)
         self.group_of = {name: g for g, group in enumerate(self.groups) for name in group}
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def task_features(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         bottom = self.trunk(self.normalize(x))  # (B, hidden) shared by every task
         middle = [layers(bottom) for layers in self.middles]  # per group: (B, group_hidden[-1])
-        return {name: head(middle[self.group_of[name]]) for name, head in self.heads.items()}
+        if len(middle) == 1:
+            return middle[0]  # one group: every head reads the same features
+        return {name: middle[self.group_of[name]] for name in self.task_names}
 
     def scheme_config(self) -> dict:
         return {"trunk": self.trunk.config(), "groups": self.groups, "group_hidden": self.middles[0].hidden}

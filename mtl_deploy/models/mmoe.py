@@ -28,15 +28,15 @@ class MMoEModel(MultiTaskBase):
         self.gates = nn.ModuleDict({t.name: nn.Linear(math.prod(self.input_shape), experts) for t in self.tasks})
         self.heads = self.task_heads(self.experts[0].out_features)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def task_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.normalize(x)
         features = torch.stack([expert(z) for expert in self.experts], dim=1)  # (B, E, D)
         flat = z.flatten(1)  # (B, F) what the gates read
-        outputs = {}
-        for name, head in self.heads.items():
+        mixed = {}
+        for name in self.task_names:
             gate = torch.softmax(self.gates[name](flat), dim=-1)  # (B, E) mixture weights
-            outputs[name] = head((gate.unsqueeze(-1) * features).sum(dim=1))  # (B, D) -> (B, out)
-        return outputs
+            mixed[name] = (gate.unsqueeze(-1) * features).sum(dim=1)  # (B, D)
+        return mixed
 
     def scheme_config(self) -> dict:
         return {"trunk": self.experts[0].config(), "experts": len(self.experts)}

@@ -2,8 +2,9 @@
 one named head per task.
 
 `forward(x)` returns `dict[str, Tensor]` (task name -> raw head output: values for
-regression, logits for classification). Normalisation statistics are buffers, so they are
-saved with the weights and baked into every export.
+regression, logits for classification); `forward(x, task_ids=ids)` is the routed forward,
+(B, C) with row i through task `ids[i]`'s head (heads of one output size). Normalisation
+statistics are buffers, so they are saved with the weights and baked into every export.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.models.heads import Features, TaskHeads
 from mtl_deploy.models.trunks import build_trunk
 
 
@@ -35,10 +37,10 @@ class Normalize(nn.Module):
 
 class MultiTaskBase(nn.Module):
     """What every sharing scheme has in common, and what the exporter and checkpoints rely
-    on: `input_shape`, `tasks`, `task_names`, the `normalize` buffers, one head per task in
-    `heads`, `forward(x) -> dict[str, Tensor]`, and `config()` / `from_config` where the
-    config holds `architecture`, `input_shape`, `tasks` and the scheme's own keyword
-    arguments."""
+    on: `input_shape`, `tasks`, `task_names`, the `normalize` buffers, the stacked task
+    heads in `heads`, `forward(x) -> dict[str, Tensor]`, and `config()` / `from_config`
+    where the config holds `architecture`, `input_shape`, `tasks` and the scheme's own
+    keyword arguments. A scheme says what its heads read in `task_features`."""
 
     architecture = "base"
 
@@ -55,9 +57,19 @@ class MultiTaskBase(nn.Module):
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.normalize.set(mean, std)
 
-    def task_heads(self, width: int) -> nn.ModuleDict:
-        """One linear head per task on `width` features."""
-        return nn.ModuleDict({t.name: nn.Linear(width, t.out_dim) for t in self.tasks})
+    def task_heads(self, width: int) -> TaskHeads:
+        """One linear head per task on `width` features, stacked per output size."""
+        return TaskHeads(width, self.tasks)
+
+    def task_features(self, x: torch.Tensor) -> Features:
+        """What the heads read: (B, D) shared by every task, or task name -> (B, D)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None):
+        """Task name -> output for every task; with `task_ids` (B,) int64, the routed
+        (B, C) output, row i from task `task_ids[i]` (index in `task_names`)."""
+        features = self.task_features(x)
+        return self.heads(features) if task_ids is None else self.heads.routed(features, task_ids)
 
     def scheme_config(self) -> dict:
         """The scheme's constructor keyword arguments, JSON-serialisable."""
@@ -83,9 +95,8 @@ class MultiTaskModel(MultiTaskBase):
         self.trunk = build_trunk(trunk or {"type": "mlp"}, self.input_shape)
         self.heads = self.task_heads(self.trunk.out_features)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.trunk(self.normalize(x))  # (B, hidden) shared by every head
-        return {name: head(features) for name, head in self.heads.items()}
+    def task_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.normalize(x))  # (B, hidden) shared by every head
 
     def scheme_config(self) -> dict:
         return {"trunk": self.trunk.config()}

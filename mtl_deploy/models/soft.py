@@ -1,7 +1,7 @@
 """Soft parameter sharing: a trunk of its own per task, the trunks kept close by a penalty
 on the differences between corresponding weights.
 
-The penalty lives in `regularization()`, which training adds to the loss; `forward` is
+The penalty lives in `regularization()`, which training adds to the loss; the forward is
 plain per-task trunks and heads, so the exported graph holds standard operators only.
 """
 
@@ -37,9 +37,9 @@ class SoftSharingModel(MultiTaskBase):
         self.trunks = nn.ModuleDict({t.name: build_trunk(trunk or {"type": "mlp"}, self.input_shape) for t in self.tasks})
         self.heads = self.task_heads(next(iter(self.trunks.values())).out_features)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def task_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.normalize(x)
-        return {name: head(self.trunks[name](z)) for name, head in self.heads.items()}
+        return {name: trunk(z) for name, trunk in self.trunks.items()}
 
     def regularization(self) -> torch.Tensor:
         """The coupling penalty, times `strength` (training loss only)."""

@@ -30,21 +30,14 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def check_inner_loop(
-    params: Sequence[Tensor],
-    x: Tensor,
-    y: Tensor,
-    steps: int,
-    lr: float | Sequence[Tensor],
-    loss: str,
-    activation: str,
-    order: int,
-    check_values: bool = True,
+def check_inner_loop_options(
+    params: Sequence[Tensor], steps: int, lr: float | Sequence[Tensor], loss: str, activation: str, order: int
 ) -> None:
-    """Raises ValueError unless the arguments describe a valid batched inner loop.
+    """Raises ValueError unless the non-tensor arguments of an inner loop are valid.
 
-    ``check_values=False`` skips the label range scan, for callers whose kernel
-    checks labels itself (it costs a reduction per call).
+    This is all the fused path checks in Python: the C++ kernel checks every tensor
+    itself (RuntimeError naming it), and Python-side tensor checks would cost more
+    than a small adaptation.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -54,8 +47,26 @@ def check_inner_loop(
         raise ValueError(f"order must be 1 (first-order) or 2 (exact), got {order!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not isinstance(params, (list, tuple)) or len(params) < 2 or len(params) % 2:
-        raise ValueError("params must be a list [W1, b1, W2, b2, ...] in nn.Linear layout")
+    if (not isinstance(params, (list, tuple)) or len(params) < 2 or len(params) % 2
+            or not all(isinstance(p, Tensor) for p in params)):
+        raise ValueError("params must be a list of tensors [W1, b1, W2, b2, ...] in nn.Linear layout")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) or (
+            isinstance(lr, (list, tuple)) and all(isinstance(a, Tensor) for a in lr))):
+        raise ValueError(f"lr must be a float or a list of {len(params)} tensors shaped like params (Meta-SGD)")
+
+
+def check_inner_loop(
+    params: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float | Sequence[Tensor],
+    loss: str,
+    activation: str,
+    order: int,
+) -> None:
+    """Raises ValueError unless the arguments describe a valid batched inner loop."""
+    check_inner_loop_options(params, steps, lr, loss, activation, order)
     x = _tensor("x", x)
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"x must be float32 or float64, got {x.dtype}")
@@ -80,8 +91,7 @@ def check_inner_loop(
         y = _tensor("y", y, torch.int64)
         if _shape(y) != (t, k):
             raise ValueError(f"y must be (T, K) = {(t, k)} class ids for cross_entropy, got {_shape(y)}")
-        if check_values:
-            _check_range("y", y, width)
+        _check_range("y", y, width)
     if isinstance(lr, (int, float)) and not isinstance(lr, bool):
         return
     if not isinstance(lr, (list, tuple)) or len(lr) != len(params):
@@ -90,6 +100,29 @@ def check_inner_loop(
         a = _tensor(f"lr[{i}]", a, x.dtype)
         if a.shape != p.shape:
             raise ValueError(f"lr[{i}] must be shaped like params[{i}] {_shape(p)}, got {_shape(a)}")
+
+
+def check_maml_step(
+    params: Sequence[Tensor],
+    support_x: Tensor,
+    support_y: Tensor,
+    query_x: Tensor,
+    query_y: Tensor,
+    steps: int,
+    lr: float | Sequence[Tensor],
+    loss: str,
+    activation: str,
+    order: int,
+) -> None:
+    """Raises ValueError unless support and query sets describe the same T tasks."""
+    check_inner_loop(params, support_x, support_y, steps, lr, loss, activation, order)
+    try:
+        check_inner_loop(params, query_x, query_y, steps, lr, loss, activation, order)
+    except ValueError as err:
+        raise ValueError(f"query set: {err}") from None
+    if query_x.shape[0] != support_x.shape[0]:
+        raise ValueError(f"query_x must hold the same {support_x.shape[0]} tasks as support_x, "
+                         f"got {tuple(query_x.shape)}")
 
 
 def _check_range(name: str, ids: Tensor, n: int) -> None:

@@ -67,6 +67,10 @@ def _inner_loop_backward(ctx, grads, _grad_aux):
     return grad_params, None, None, grad_lr, None, None, None, None, None
 
 
+def _maml_step_fake(params, support_x, support_y, query_x, query_y, lr, lr_scalar, steps, loss, activation, order):
+    return support_x.new_empty(()), [torch.empty_like(p) for p in params], [torch.empty_like(a) for a in lr]
+
+
 def _multihead_linear_fake(x, weight, bias, head_ids):
     if head_ids is None:
         return x.new_empty((x.shape[0], weight.shape[0], weight.shape[1]))  # (B, H, C)
@@ -102,6 +106,7 @@ def register() -> None:
     lib.register_fake("mtl_deploy::inner_loop")(_inner_loop_fake)
     lib.register_fake("mtl_deploy::inner_loop_backward")(_inner_loop_backward_fake)
     lib.register_autograd("mtl_deploy::inner_loop", _inner_loop_backward, setup_context=_inner_loop_setup)
+    lib.register_fake("mtl_deploy::maml_step")(_maml_step_fake)
     lib.register_fake("mtl_deploy::multihead_linear")(_multihead_linear_fake)
     lib.register_fake("mtl_deploy::multihead_linear_routed_backward")(_multihead_routed_backward_fake)
     lib.register_autograd(

@@ -138,3 +138,20 @@ def test_convnet_meta_gradient_equals_unrolled_autograd(algorithm, kind):
         if algorithm == "fomaml" and name.startswith("inner_lrs"):
             continue
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("algorithm, calls", [("maml", 1), ("metasgd", 1), ("anil", 0)])
+def test_mlp_meta_training_runs_the_fused_meta_step(monkeypatch, algorithm, calls):
+    """A whole MLP's outer step is one ops.maml_step call; ANIL adapts a head through inner_loop."""
+    seen = []
+    real = ops.maml_step
+    monkeypatch.setattr(ops, "maml_step", lambda *a, **k: seen.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = FewShotModel((5,), TaskSpec("y", "regression", 2), {"type": "mlp", "hidden": [6]},
+                         learned_lr=algorithm == "metasgd")
+    gen = torch.Generator().manual_seed(0)
+    episodes = Episodes(torch.randn(3, 4, 5, generator=gen), torch.randn(3, 4, 2, generator=gen),
+                        torch.randn(3, 2, 5, generator=gen), torch.randn(3, 2, 2, generator=gen))
+    loss = make_learner(MetaConfig(algorithm=algorithm, inner_steps=2, inner_lr=0.1)).outer_step(model, episodes)
+    assert len(seen) == calls and loss > 0
+    assert all(p.grad is not None for p in model.adapted_parameters()[-2:])

@@ -117,6 +117,33 @@ def test_values_and_gradients_match_oracle(backend, case):
         torch.testing.assert_close(got / scale, want / scale, **tol)
 
 
+PLAIN_ADAPTATION = sample_inputs(12, seed=7) + [
+    make_case(random.Random(8), T=32, K=25, widths=[64, 5], steps=10, loss="cross_entropy", activation="relu",
+              meta_sgd=False, dtype=torch.float32, order=1),  # the ANIL shape
+    make_case(random.Random(9), T=17, K=3, widths=[4, 9, 3], steps=4, loss="cross_entropy", activation="relu",
+              meta_sgd=True, dtype=torch.float32, order=1),
+    make_case(random.Random(10), T=2, K=1, widths=[3, 2], steps=2, loss="cross_entropy", activation="tanh",
+              meta_sgd=False, dtype=torch.float32, order=1),
+]
+
+
+@pytest.mark.parametrize("case", PLAIN_ADAPTATION, ids=lambda c: f"T{c['x'].shape[0]}K{c['x'].shape[1]}-{c['loss']}")
+def test_adaptation_without_gradients_matches_oracle(backend, case):
+    """Plain adaptation (no meta-gradient wanted) runs its own kernel for float32 ReLU
+    networks and linear heads, both losses: tasks one per SIMD lane, group sizes that do
+    not divide T included."""
+    case = case | dict(activation="relu" if len(case["params"]) > 2 else case["activation"], x=case["x"].float(), params=[p.float() for p in case["params"]],
+                       y=case["y"].float() if case["loss"] == "mse" else case["y"])
+    if isinstance(case["lr"], list):
+        case["lr"] = [a.float() for a in case["lr"]]
+    kwargs = {k: case[k] for k in ("steps", "lr", "loss", "activation")}
+    with torch.no_grad():
+        got = ops.inner_loop(case["params"], case["x"], case["y"], **kwargs)
+    want = oracle([p.clone().requires_grad_() for p in case["params"]], case["x"], case["y"], order=1, **kwargs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach(), **tolerances(torch.float32))
+
+
 def test_zero_steps_returns_params_per_task(backend):
     case = sample_inputs()[0] | {"steps": 0}
     adapted = ops.inner_loop(case["params"], case["x"], case["y"], steps=0, lr=0.1)

@@ -1,0 +1,94 @@
+"""Task heads stored stacked and run through the multi-head kernel.
+
+Every task has a linear head. Heads of one output size C form a stack: one (H, C, D)
+weight and one (H, C) bias, so all of them run as one `ops.multihead_linear` call in
+training and in PyTorch serving. Features shared by every task go through the
+all-heads path; per-task features (cross-stitch columns, MMoE mixtures) and routed
+batches (`task_ids`, one task per row) go through the routed kernel.
+
+Checkpoints written with one `nn.Linear` per task (`heads.<task>.weight` / `.bias`) are
+read into the stacked layout when they load.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_deploy import ops
+from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.errors import InputError
+
+Features = torch.Tensor | dict[str, torch.Tensor]  # (B, D) shared, or task name -> (B, D)
+
+
+class HeadStack(nn.Module):
+    """The heads of the tasks `names`, all of output size C, as one stacked Linear."""
+
+    def __init__(self, names: list[str], linears: list[nn.Linear]):
+        super().__init__()
+        self.names = list(names)
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))  # (H, C, D)
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in linears]))  # (H, C)
+
+
+class TaskHeads(nn.Module):
+    """One linear head per task on `width` features, stacked per output size.
+
+    `heads(features)` returns task name -> (B, out_dim); `heads.routed(features,
+    task_ids)` returns (B, C), row i through task `task_ids[i]`'s head.
+    """
+
+    def __init__(self, width: int, tasks: list[TaskSpec]):
+        super().__init__()
+        self.task_names = [t.name for t in tasks]
+        # One nn.Linear per task, in task order, so the initial weights are exactly
+        # those of separate heads drawn from the same seed.
+        linears = {t.name: nn.Linear(width, t.out_dim) for t in tasks}
+        sizes = {t.name: t.out_dim for t in tasks}
+        groups: dict[int, list[str]] = {}
+        for name in self.task_names:
+            groups.setdefault(sizes[name], []).append(name)
+        self.stacks = nn.ModuleDict({f"out{c}": HeadStack(names, [linears[n] for n in names])
+                                     for c, names in groups.items()})
+        self.register_load_state_dict_pre_hook(_stack_per_task_heads)
+
+    def forward(self, features: Features) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        for stack in self.stacks.values():
+            if isinstance(features, torch.Tensor):
+                every = ops.multihead_linear(features, stack.weight, stack.bias)  # (B, H, C)
+            else:
+                every = _per_task_rows(stack, features)
+            outputs.update(zip(stack.names, every.unbind(1)))
+        return {name: outputs[name] for name in self.task_names}
+
+    def routed(self, features: Features, task_ids: torch.Tensor) -> torch.Tensor:
+        """(B, C): row i through the head of task `task_ids[i]` (task order)."""
+        if len(self.stacks) != 1:
+            sizes = sorted(int(key[3:]) for key in self.stacks)
+            raise InputError(f"a routed forward needs heads of one output size, got sizes {sizes}; "
+                             "call the model without task_ids")
+        stack = next(iter(self.stacks.values()))
+        if not isinstance(features, torch.Tensor):
+            stacked = torch.stack([features[name] for name in stack.names])  # (H, B, D)
+            features = stacked[task_ids, torch.arange(stacked.shape[1], device=stacked.device)]  # (B, D) own rows
+        return ops.multihead_linear(features, stack.weight, stack.bias, task_ids)
+
+
+def _per_task_rows(stack: HeadStack, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, H, C) when each task reads its own features: one routed batch of H * B rows."""
+    rows = torch.cat([features[name] for name in stack.names])  # (H * B, D) task-major
+    h, batch = len(stack.names), rows.shape[0] // len(stack.names)
+    ids = torch.arange(h, device=rows.device).unsqueeze(1).expand(h, batch).contiguous().view(-1)  # (H * B,) row's task
+    out = ops.multihead_linear(rows, stack.weight, stack.bias, ids)  # (H * B, C)
+    return out.view(h, batch, -1).transpose(0, 1)  # (B, H, C)
+
+
+def _stack_per_task_heads(module: TaskHeads, state_dict: dict, prefix: str, *_args) -> None:
+    """Rewrite `<prefix><task>.weight/.bias` (one nn.Linear per task) as the stacks."""
+    for key, stack in module.stacks.items():
+        for part in ("weight", "bias"):
+            old = [f"{prefix}{name}.{part}" for name in stack.names]
+            if all(k in state_dict for k in old):
+                state_dict[f"{prefix}stacks.{key}.{part}"] = torch.stack([state_dict.pop(k) for k in old])
