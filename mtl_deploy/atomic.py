@@ -126,6 +126,7 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
+        created = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while True:
@@ -146,10 +147,14 @@ class OutputLock:
                 if same:
                     break
                 os.close(fd)
+            self._fd = fd
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            self._fd = fd
         except OSError as err:
+            self.release()  # a full disk: leave no lock file, nor the folders made for it, behind
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise MtlDeployError(f"cannot write to {self.path.parent} ({err.strerror}); "
                                  "choose a writable output path") from None
 

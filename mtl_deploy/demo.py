@@ -15,6 +15,7 @@ from mtl_deploy.exporters.exporter import export
 from mtl_deploy.exporters.onnx_export import MODEL_FILE
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.latency import serving_latency
+from mtl_deploy.errors import InputError
 from mtl_deploy.mtl.fit import fit, train_run
 from mtl_deploy.mtl.metrics import PRIMARY, is_better
 from mtl_deploy.mtl.joint import evaluate
@@ -67,6 +68,8 @@ def compare_with_single_task(preset: str, progress: bool, seed: int = 0) -> tupl
 def run_demo(out_dir: str | Path = "demo-out", progress: bool = True, seed: int = 0) -> DemoSummary:
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise InputError(f"--out {out_dir} is a file or a symbolic link, not a directory; give a new directory")
     comparisons, _ = compare_with_single_task("synthetic-unrelated", progress, seed)
     related, config = compare_with_single_task("synthetic-related", progress, seed)
     checkpoint_dir, export_dir = out_dir / "checkpoint", out_dir / "export"

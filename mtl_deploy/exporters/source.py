@@ -75,6 +75,8 @@ def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None
     if isinstance(sample_inputs, (str, Path)):
         sample_inputs = load_inputs(sample_inputs, model.input_shape, [t.name for t in model.tasks])
     real = sample_inputs if sample_inputs is not None else stored
+    if real is not None and not torch.isfinite(torch.as_tensor(real).float()).all():
+        raise InputError("sample inputs contain NaN or inf; clean them first")
     if real is not None and tuple(real.shape[1:]) != tuple(model.input_shape):
         raise InputError(f"sample inputs have row shape {tuple(real.shape[1:])}, the model takes {model.input_shape}")
     input_sets = {"random": random_inputs(model, 64, seed=1).numpy()}

@@ -66,7 +66,7 @@ class RunDirectory:
     ranks other than 0, whose calls then do nothing."""
 
     def __init__(self, out: str | Path, writer: bool = True):
-        self.out = Path(out)
+        self.out = Path(os.path.abspath(out))
         self.work = self.out.with_name(self.out.name + ".partial")
         self.writer = writer
         self.log_lines = 0  # metrics-log lines of this run so far
