@@ -57,8 +57,8 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         raise InputError(f"unknown quantization {quantize!r}; use int8")
     atol, rtol = proof_tolerances(atol, rtol, ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL)
     batch_sizes = proof_batch_sizes(batch_sizes)
-    if not (isinstance(max_quantization_error, (int, float)) and 0 < max_quantization_error < float("inf")):
-        raise InputError(f"max_quantization_error must be a finite number > 0, got {max_quantization_error!r}")
+    if not (isinstance(max_quantization_error, (int, float)) and 0 <= max_quantization_error < float("inf")):
+        raise InputError(f"max_quantization_error must be a finite number >= 0, got {max_quantization_error!r}")
     newest = onnx.defs.onnx_opset_version()
     if not 18 <= opset <= newest:
         raise InputError(f"opset {opset} is out of range; use 18 to {newest} (default {DEFAULT_OPSET})")
