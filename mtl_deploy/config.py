@@ -56,8 +56,8 @@ class MetaConfig:
     inner loop (pinned explicitly) and the outer loop."""
 
     algorithm: str = "maml"  # maml, fomaml, metasgd, anil, reptile, protonet, matching
-    family: str = "sinusoid"  # sinusoid, digits, npz (arrays x, y), image-folder
-    path: str | None = None  # npz file or image folder
+    family: str = "sinusoid"  # sinusoid, digits, npz (arrays x, y), image-folder, omniglot
+    path: str | None = None  # npz file, image folder, or Omniglot zips / folders
     class_split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train/val/test classes
     image_size: int = 28
     translate: int = 0  # digits: pixels of random offset, each image on a (8 + translate)² canvas
@@ -74,6 +74,11 @@ class MetaConfig:
     val_tasks: int = 200
     checkpoint_every: int = 500  # steps between saved training states (for --resume)
     seed: int = 0
+    rotations: bool = False  # omniglot: each character's four quarter turns are classes of their own
+    train_ways: int | None = None  # protonet/matching: ways of meta-training episodes (None: ways)
+    learned_scale: bool = False  # protonet/matching: learn the distance scale (a temperature)
+    head_lr: float | None = None  # maml/anil: inner learning rate of the head (None: inner_lr)
+    proto_init: bool = False  # maml/anil: each task's head starts from its class prototypes (Proto-MAML)
 
 
 @dataclass

@@ -39,7 +39,8 @@ def adapt(model_or_path, support_x, support_y, *, steps: int | None = None, lr: 
     support_y = torch.as_tensor(support_y)
     adaptation = model.adaptation
     learner = make_learner(MetaConfig(algorithm=adaptation["algorithm"], inner_lr=adaptation["inner_lr"],
-                                      adapt_steps=adaptation["adapt_steps"]))
+                                      adapt_steps=adaptation["adapt_steps"], head_lr=adaptation.get("head_lr"),
+                                      proto_init=adaptation.get("proto_init", False)))
     return learner.adapt(model, support_x, support_y, steps, lr)
 
 
