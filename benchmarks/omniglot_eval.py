@@ -19,6 +19,7 @@ from mtl_deploy.meta.evaluate import evaluate_fewshot, paired_difference
 from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
 from mtl_deploy.meta.train import meta_train
 
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "omniglot"
 PRESETS = ["omniglot-protonet", "omniglot-matching", "omniglot-maml", "omniglot-anil"]
 # (preset, key, value): the preset with one option changed, against the preset as shipped
 ABLATIONS = [("omniglot-protonet", "meta.learned_scale", True), ("omniglot-protonet", "meta.train_ways", 20),
@@ -29,8 +30,9 @@ QUOTED = [("people (Lake et al., 2015, quoted)", "4.5"), ("Bayesian Program Lear
           ("Lake et al. (2015): MHD, as published (quoted)", "38.8")]
 
 
-def measure(preset: str, data: Path, overrides: dict) -> dict:
-    """Meta-train, then the meta-validation accuracy and the 20 runs."""
+def measure(preset: str, data: Path, overrides: dict, baselines: bool = False) -> dict:
+    """Meta-train, then the meta-validation accuracy and the 20 runs (with the MHD and
+    pixel baselines on them when asked)."""
     config = resolve_config(preset=preset, overrides={"meta.path": str(data), **overrides})
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -39,7 +41,7 @@ def measure(preset: str, data: Path, overrides: dict) -> dict:
     meta = config.meta
     steps = (0,) if meta.algorithm in ("protonet", "matching") else (meta.adapt_steps,)
     val = evaluate_fewshot(fitted.model, fitted.family, meta, 200, steps, baselines=False, split="val")[0]
-    runs = evaluate_omniglot_runs(fitted.model, data / "all_runs.zip")
+    runs = evaluate_omniglot_runs(fitted.model, data / "all_runs.zip", baselines)
     print(f"{preset} {overrides or ''}: {seconds:.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
     return {"seconds": seconds, "load": (load, os.getloadavg()[0]), "val": val, "runs": runs,
             "algorithm": meta.algorithm}
@@ -50,13 +52,9 @@ def runs_cell(result: dict, method: str) -> str:
     return f"{mean:.2f} ± {ci:.2f}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "omniglot")
-    parser.add_argument("--presets", default=",".join(PRESETS))
-    parser.add_argument("--ablations", action="store_true", help="also each option of these presets against the preset")
-    args = parser.parse_args()
-    shipped = {preset: measure(preset, args.data, {}) for preset in args.presets.split(",")}
+def print_tables(presets: list[str], data: Path, ablations: bool) -> None:
+    """Train and measure `presets`, print the runs table (and the ablation table)."""
+    shipped = {preset: measure(preset, data, {}, baselines=preset == presets[0]) for preset in presets}
     first = next(iter(shipped.values()))
     print("\n### 20-way one-shot, the 20 runs of Lake et al. (2015): error %, mean ± 95% CI over runs\n")
     print("| method | error % | meta-validation accuracy | meta-training wall time (s), load average |\n"
@@ -70,18 +68,27 @@ def main():
     print(f"| pixel nearest neighbour, 28x28 (this project) | {runs_cell(first, 'pixels')} | - | - |")
     for name, error in QUOTED:
         print(f"| {name} | {error} | - | not measured here |")
-    if args.ablations:
+    if ablations:
         print("\n### each learner option against its preset (meta-validation: 200 episodes of 20-way one-shot "
               "on the held-out background alphabets)\n")
         print("| preset | changed to | val accuracy, preset | val accuracy, changed | preset - changed (paired, "
               "95% CI) | 20-run error %, changed | wall time (s) |\n|---|---|---|---|---|---|---|")
         for preset, key, value in (a for a in ABLATIONS if a[0] in shipped):
-            variant = measure(preset, args.data, {key: value})
+            variant = measure(preset, data, {key: value})
             base, changed = shipped[preset]["val"], variant["val"]
             gain, ci = paired_difference(base, changed)
             print(f"| {preset} | {key} = {value} | {base.mean:.3f} ± {base.ci95:.3f} | {changed.mean:.3f} ± "
                   f"{changed.ci95:.3f} | {gain:+.3f} ± {ci:.3f} | {runs_cell(variant, variant['algorithm'])} | "
                   f"{variant['seconds']:.0f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--ablations", action="store_true", help="also each option of these presets against the preset")
+    args = parser.parse_args()
+    print_tables(args.presets.split(","), args.data, args.ablations)
 
 
 if __name__ == "__main__":

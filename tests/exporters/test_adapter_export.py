@@ -102,3 +102,22 @@ def test_adapter_parity_runs_on_the_checkpoints_real_rows(adapter, tmp_path):
     with pytest.raises(InputError, match="row shape"):
         mtl_deploy.export(root / "ckpt", tmp_path / "b", format="adapter", sample_inputs=torch.zeros(4, 3))
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("algorithm, options", [("protonet", {"learned_scale": True}),
+                                                ("matching", {"learned_scale": True}),
+                                                ("anil", {"proto_init": True, "head_lr": 0.3})])
+def test_adapter_graph_keeps_the_learner_options(tmp_path, algorithm, options):
+    """A learned metric scale, Proto-MAML's head and a head learning rate are in the graph:
+    its parity with mtl_deploy.adapt is proved by the export."""
+    config = brief_config(algorithm)
+    for key, value in options.items():
+        setattr(config.meta, key, value)
+    meta_train_and_save(config, tmp_path / "ckpt", progress=False)
+    if "learned_scale" in options:  # away from its starting value, so that leaving it out would show
+        model = mtl_deploy.load(tmp_path / "ckpt")
+        with torch.no_grad():
+            model.scale.fill_(3.0)
+        mtl_deploy.save(model, tmp_path / "ckpt")
+    report = mtl_deploy.export(tmp_path / "ckpt", tmp_path / "adapter", format="adapter")
+    assert report.parity.passed and report.manifest["head_lr"] == options.get("head_lr")
