@@ -84,3 +84,17 @@ def test_bad_runs_get_one_line(checkpoint, tmp_path):
         code, out = invoke("evaluate", checkpoint, "--omniglot-runs", path, "--no-baselines")
         assert code == 2 and out.startswith("error: ") and message in out, out
         assert len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.parametrize("preset", ["omniglot-anil", "omniglot-maml"])
+def test_gradient_learners_adapt_on_each_run(preset, tmp_path):
+    """MAML and ANIL take their adaptation steps on a run's 20 training drawings."""
+    from mtl_deploy.config import resolve_config
+    from mtl_deploy.meta.train import meta_train
+
+    config = resolve_config(preset=preset, overrides={"meta.path": str(OMNIGLOT), "meta.iterations": 2,
+                                                      "meta.val_tasks": 4})
+    model = meta_train(config, progress=False).model
+    result = evaluate_omniglot_runs(model, unpack_run(tmp_path), baselines=False)
+    assert list(result.errors) == [config.meta.algorithm] and 0.0 <= result.errors[config.meta.algorithm][0] <= 100.0
+
