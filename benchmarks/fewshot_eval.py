@@ -5,12 +5,18 @@ pretrained and from-scratch baselines. Prints markdown; the README quotes its ou
 For classification it also prints each meta-learner against the from-scratch baseline as
 a paired difference over the same episodes (mean ± 95% CI).
 
+Omniglot presets (`omniglot-*`) are measured on the one-shot runs of Lake et al. (2015)
+instead, by `omniglot_eval.py` beside this script, and their table comes first.
+
 Usage: python benchmarks/fewshot_eval.py [--episodes 600] [--seeds 3] [--presets a,b,...] [--translate N]
+       [--omniglot DIR] [--ablations]
 """
 
 import argparse
 import time
+from pathlib import Path
 
+import omniglot_eval
 
 from mtl_deploy.config import resolve_config
 from mtl_deploy.meta.evaluate import evaluate_fewshot, paired_difference
@@ -49,12 +55,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3, help="seeds for sinusoid-maml (others use seed 0)")
-    parser.add_argument("--presets", default=",".join(SINUSOID + DIGITS))
+    parser.add_argument("--presets", default=",".join(omniglot_eval.PRESETS + SINUSOID + DIGITS))
+    parser.add_argument("--omniglot", type=Path, default=omniglot_eval.DATA, help="folder of the Omniglot zips")
+    parser.add_argument("--ablations", action="store_true", help="omniglot presets: also each learner option")
     parser.add_argument("--translate", type=int, default=None,
                         help="digits presets: pixels of random offset (0 = the digits as shipped; default: the preset's)")
     args = parser.parse_args()
     timings, tables, comparisons = [], {}, []
-    for preset in args.presets.split(","):
+    presets = args.presets.split(",")
+    omniglot = [p for p in presets if p.startswith("omniglot")]
+    if omniglot:
+        omniglot_eval.print_tables(omniglot, args.omniglot, args.ablations)
+    for preset in (p for p in presets if p not in omniglot):
         seeds = range(args.seeds) if preset == "sinusoid-maml" else [0]
         for seed in seeds:
             translate = args.translate if preset.startswith("digits") else None
@@ -82,7 +94,8 @@ def main():
         print("| preset | shots | method | accuracy | scratch | difference (95% CI) | verdict |\n|---|---|---|---|---|---|---|")
         for row in comparisons:
             print("| " + " | ".join(str(cell) for cell in row) + " |")
-    print("\n| preset | seed | meta-training wall time (s) |\n|---|---|---|")
+    if timings:
+        print("\n| preset | seed | meta-training wall time (s) |\n|---|---|---|")
     for preset, seed, seconds in timings:
         print(f"| {preset} | {seed} | {seconds:.1f} |")
 

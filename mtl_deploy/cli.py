@@ -52,7 +52,7 @@ def train(
     config: Annotated[Optional[Path], typer.Argument(help="JSON run config (sections data, model, train; or meta, model).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Run directory to write: checkpoint, config, metrics log, curves.")] = Path("checkpoint"),
     preset: Annotated[Optional[str], typer.Option(help="A shipped config instead of CONFIG, e.g. synthetic-related or sinusoid-maml.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Data file (.csv or .npz) overriding data.path.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data file (.csv or .npz) overriding data.path; for a meta-learning run, meta.path (e.g. the folder of the Omniglot zips).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs (multi-task runs).")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Override meta.iterations (meta-learning runs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
@@ -109,12 +109,20 @@ def evaluate(
     steps: Annotated[str, typer.Option(help="Comma-separated adaptation step counts.")] = "0,1,10",
     shots: Annotated[Optional[int], typer.Option(help="Shots per class or task (default: as trained).")] = None,
     baselines: Annotated[bool, typer.Option(help="Also evaluate the pretrained and from-scratch baselines.")] = True,
+    omniglot_runs: Annotated[Optional[Path], typer.Option(help="Instead: the 20 one-shot runs of Lake et al. (2015), all_runs.zip or its folder; per-run error, mean ± 95% CI, and the MHD and pixel baselines.")] = None,
 ):
     """Few-shot evaluation on meta-test tasks: mean, 95% CI, median and diverged tasks.
 
     Example: mtl-deploy evaluate runs/maml --episodes 600 --steps 0,1,10
+
+    Example: mtl-deploy evaluate runs/omniglot --omniglot-runs ../shared/omniglot/all_runs.zip
     """
     with user_errors():
+        if omniglot_runs is not None:
+            from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
+            from mtl_deploy.tables import omniglot_runs_table
+            typer.echo(omniglot_runs_table(evaluate_omniglot_runs(checkpoint, omniglot_runs, baselines)))
+            return
         from mtl_deploy.meta.adapt import evaluate_checkpoint
         from mtl_deploy.tables import evaluation_table
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_deploy.errors import InputError
-from mtl_deploy.schema import Choice, Float, Int, Invalid, Keywords, ListOf, Maybe, Table, Text, Variant
+from mtl_deploy.schema import Bool, Choice, Float, Int, Invalid, Keywords, ListOf, Maybe, Table, Text, Variant
 
 
 def setting(default: Any, rule: Any):
@@ -111,6 +111,11 @@ class MetaConfig:
     val_tasks: int = setting(200, Int(1))
     checkpoint_every: int = setting(500, Int(1))  # steps between saved training states (for --resume)
     seed: int = setting(0, Int(0))
+    rotations: bool = setting(False, Bool())  # omniglot: each character's four quarter turns are classes of their own
+    train_ways: int | None = setting(None, Maybe(Int(2)))  # protonet/matching: ways of meta-training episodes (None: ways)
+    learned_scale: bool = setting(False, Bool())  # protonet/matching: learn the distance scale (a temperature)
+    head_lr: float | None = setting(None, Maybe(Float(0, open=("low",))))  # maml/anil: inner lr of the head (None: inner_lr)
+    proto_init: bool = setting(False, Bool())  # maml/anil: each task's head starts from its class prototypes (Proto-MAML)
 
 
 @dataclass
@@ -221,7 +226,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any] | None, label: 
 
 
 TRAIN_FLAGS = {  # each flag of `train` -> the config keys it sets (in whichever section the run has)
-    "data": ("data.path",),
+    "data": ("data.path", "meta.path"),
     "epochs": ("train.epochs",),
     "iterations": ("meta.iterations",),
     "seed": ("train.seed", "meta.seed"),

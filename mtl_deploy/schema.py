@@ -42,6 +42,17 @@ def _number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class Bool:
+    def describe(self) -> str:
+        return "true or false"
+
+    def check(self, value, where, section=None):
+        if not isinstance(value, bool):
+            raise refuse(where, self.describe(), value)
+        return value
+
+
+@dataclass(frozen=True)
 class Int:
     min: int | None = None
 

@@ -90,3 +90,13 @@ def int8_table(report: dict) -> str:
             f"bytes); batch 64, 1 thread: {latency['int8']:.4g} ms vs {latency['float32']:.4g} ms")
     rows = [[name, change] for name, change in report["output_change"].items()]
     return head + "\n" + table(["output", "change vs float32"], rows)
+
+
+def omniglot_runs_table(result) -> str:
+    """What evaluate --omniglot-runs prints: percent error of each run and method, then the
+    mean ± 95% CI over runs (MHD: the authors' baseline, pixels: nearest neighbour)."""
+    methods = list(result.errors)
+    rows = [[run, *(f"{result.errors[m][i]:.1f}" for m in methods)] for i, run in enumerate(result.runs)]
+    rows.append(["mean ± 95% CI", *("{:.2f} ± {:.2f}".format(*result.summary(m)) for m in methods)])
+    return (f"20-way one-shot classification, {len(result.runs)} runs of Lake et al. (2015): error %\n"
+            + table(["run", *methods], rows))

@@ -1,6 +1,7 @@
 """Built-in and user few-shot task families, each split into meta-train, meta-validation
 and meta-test samplers: the MAML paper's sinusoid regression, handwritten digits shipped
-with scikit-learn, a user's `.npz` (x, y) and an image folder (one sub-folder per class)."""
+with scikit-learn, Omniglot (`data.omniglot`), a user's `.npz` (x, y) and an image folder
+(one sub-folder per class)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class FewShotFamily:
     samplers: dict[str, object]  # split name -> sampler with .sample(tasks, generator)
     input_shape: tuple[int, ...]
     train_rows: torch.Tensor | None  # meta-train inputs, for normalisation statistics
+    transform: dict | None = None  # how a raw file becomes an input row, for the manifest
 
 
 def place_on_canvas(images: torch.Tensor, margin: int, seed: int = 0) -> torch.Tensor:
@@ -149,7 +151,7 @@ def load_image_folder(path: str | Path, image_size: int) -> tuple[torch.Tensor, 
 
 def fewshot_family(family: str, ways: int, shots: int, queries: int, path: str | None = None,
                    split: tuple[float, float, float] = (0.6, 0.2, 0.2), image_size: int = 28,
-                   seed: int = 0, translate: int = 0) -> FewShotFamily:
+                   seed: int = 0, translate: int = 0, rotations: bool = False) -> FewShotFamily:
     """The family a meta-learning config names."""
     if shots < 1 or queries < 1 or ways < 2:
         raise InputError(f"episodes need ways >= 2, shots >= 1 and queries >= 1; got {ways}, {shots}, {queries}")
@@ -160,8 +162,13 @@ def fewshot_family(family: str, ways: int, shots: int, queries: int, path: str |
         return FewShotFamily(TaskSpec("y", "regression"), {s: tasks for s in SPLITS}, (1,), None)
     if family == "digits":
         return digits_family(ways, shots, queries, translate)
-    if family in ("npz", "image-folder") and not path:
-        raise InputError(f"family {family!r} needs meta.path")
+    if rotations and family != "omniglot":
+        raise InputError(f"meta.rotations applies to the omniglot family only, not {family!r}")
+    if family in ("npz", "image-folder", "omniglot") and not path:
+        raise InputError(f"family {family!r} needs meta.path (on the command line: train --data PATH)")
+    if family == "omniglot":
+        from mtl_deploy.data.omniglot import omniglot_family
+        return omniglot_family(path, ways, shots, queries, split, image_size, rotations, seed)
     if family == "npz":
         data = load_npz(path, [TaskSpec("y", "regression")])
         return labelled_family(data.x, data.targets["y"].flatten(), ways, shots, queries, split, seed)

@@ -71,10 +71,11 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     model = fewshot_model(source.model).eval()
     real = torch.from_numpy(source.input_sets["real"]) if "real" in source.input_sets else None
     steps = model.adaptation["adapt_steps"] if steps is None else steps
+    head_lr = model.adaptation.get("head_lr") if lr is None else None  # a given lr is every layer's
     lr = model.adaptation["inner_lr"] if lr is None else lr
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    graph = AdapterGraph(model, steps, lr).eval()
+    graph = AdapterGraph(model, steps, lr, head_lr).eval()
     metric = model.adaptation["algorithm"] in METRIC
     dims = {"support": torch.export.Dim("support"), "query": torch.export.Dim("query")}
     support_y_axes = {0: dims["support"], 1: torch.export.Dim("ways")} if metric else {0: dims["support"]}
@@ -87,12 +88,12 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
         path = staging / "adapter.onnx"
         onnx.save_model(proto, path, save_as_external_data=False)
         check_graph(path)
-        report = prove_adapter(graph_runners(path, proto), model, steps, lr, real, atol, rtol)
+        report = prove_adapter(graph_runners(path, proto), model, steps, lr if head_lr is None else None, real, atol, rtol)
         if not report.passed:
             raise ParityError(report.failure_message() + "; no export was written")
         manifest = {
             "format": "mtl_deploy.adapter", "library_version": __version__, "artifact": path.name, "opset": opset,
-            "algorithm": model.adaptation["algorithm"], "steps": steps, "lr": lr,
+            "algorithm": model.adaptation["algorithm"], "steps": steps, "lr": lr, "head_lr": head_lr,
             "inputs": [{"name": "support_x", "shape": ["support", *model.input_shape], "dtype": "float32"},
                        {"name": "support_y", "dtype": "float32",
                         "shape": ["support", "ways" if metric else model.task.out_dim],

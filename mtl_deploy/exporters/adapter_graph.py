@@ -67,11 +67,12 @@ def mlp_apply(params: list[torch.Tensor], x: torch.Tensor, activation: str) -> t
 class AdapterGraph(nn.Module):
     """Adapts `model` on the support set and predicts the query set, in one graph."""
 
-    def __init__(self, model: FewShotModel, steps: int, lr: float):
+    def __init__(self, model: FewShotModel, steps: int, lr: float, head_lr: float | None = None):
         super().__init__()
         self.model = model.eval()
         self.algorithm = model.adaptation["algorithm"]
         self.steps = steps
+        self.proto_init = bool(model.adaptation.get("proto_init"))  # Proto-MAML: the head starts at the prototypes
         if self.algorithm not in (*METRIC, "anil") and adapts_through_functional(model, False):
             raise InputError(f"an adapter graph writes out the gradient steps of an MLP; this {self.algorithm} model "
                              "adapts a whole ConvNet: adapt it with mtl_deploy.adapt and export the adapted model")
@@ -80,7 +81,7 @@ class AdapterGraph(nn.Module):
             layers = model.adapted_parameters() if self.whole_network else model.adapted_parameters()[-2:]
             self.start = nn.ParameterList([nn.Parameter(p.detach().clone(), requires_grad=False) for p in layers])
             rates = ([r.detach().clone() for r in model.inner_lrs][-len(layers):] if model.inner_lrs is not None
-                     else [torch.tensor(lr)] * len(layers))
+                     else [torch.tensor(lr)] * (len(layers) - 2) + [torch.tensor(lr if head_lr is None else head_lr)] * 2)
             for i, rate in enumerate(rates):
                 self.register_buffer(f"rate{i}", rate)
 
@@ -91,10 +92,15 @@ class AdapterGraph(nn.Module):
         support, query = self.features(support_x), self.features(query_x)  # (S, F), (Q, F)
         if self.algorithm == "protonet":
             prototypes = support_y.T @ support / support_y.sum(0).unsqueeze(1)  # (ways, F)
-            return -squared_distances(query, prototypes)
+            return -self.model.metric_scale * squared_distances(query, prototypes)
         if self.algorithm == "matching":
-            return matching_log_probs(query, support, support_y)
+            return matching_log_probs(query, support, support_y, self.model.metric_scale)
         activation = getattr(self.model.trunk, "activation", "relu") if self.whole_network else "relu"
         rates = [getattr(self, f"rate{i}") for i in range(len(self.start))]
-        params = sgd_steps(list(self.start), rates, support, support_y, self.steps, activation, self.model.task.kind)
+        start = list(self.start)
+        if self.proto_init:
+            embedded = self.model.embed(support_x) if self.whole_network else support
+            centres = support_y.T @ embedded / support_y.sum(0).unsqueeze(1)  # (ways, F)
+            start[-2:] = [2 * centres, -centres.pow(2).sum(1)]
+        params = sgd_steps(start, rates, support, support_y, self.steps, activation, self.model.task.kind)
         return mlp_apply(params, query, activation)

@@ -116,7 +116,8 @@ def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol:
     runners = graph_runners(model_path, proto)
     if loaded is not None:
         model = fewshot_model(loaded.model).eval()
-        return prove_adapter(runners, model, manifest["steps"], manifest["lr"], loaded.sample_inputs, atol, rtol)
+        return prove_adapter(runners, model, manifest["steps"], manifest["lr"] if manifest.get("head_lr") is None else None,
+                             loaded.sample_inputs, atol, rtol)
     reference = runners.pop("onnx.reference")
     row_shape = _row_shape(proto)
     kind = manifest.get("task", {}).get("kind")

@@ -49,7 +49,8 @@ def adapt(model_or_path, support_x, support_y, *, steps: int | None = None, lr: 
         raise InputError(f"lr must be a finite number > 0, got {lr!r}")
     adaptation = model.adaptation
     learner = make_learner(MetaConfig(algorithm=adaptation["algorithm"], inner_lr=adaptation["inner_lr"],
-                                      adapt_steps=adaptation["adapt_steps"]))
+                                      adapt_steps=adaptation["adapt_steps"], head_lr=adaptation.get("head_lr"),
+                                      proto_init=adaptation.get("proto_init", False)))
     adapted = learner.adapt(model, support_x, support_y, steps, lr)
     if not all(torch.isfinite(t).all() for t in adapted.state_dict().values() if t.is_floating_point()):
         raise MtlDeployError(f"adaptation diverged: the adapted weights hold NaN or inf (lr {lr or adaptation['inner_lr']}, "

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from mtl_deploy.config import MetaConfig
 from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.data.fewshot import FewShotFamily
+from mtl_deploy.errors import InputError
 from mtl_deploy.meta.gradient_based import adapt_params, predict_with
 from mtl_deploy.meta.learners import GradientLearner, make_learner
 from mtl_deploy.meta.metric import metric_logits
@@ -74,13 +75,13 @@ def per_task_scores(model: FewShotModel, outputs: torch.Tensor, targets: torch.T
 
 @torch.no_grad()
 def evaluate_adapted(method: str, model: FewShotModel, episodes: Episodes, steps: tuple[int, ...], lr: float,
-                     head_only: bool) -> list[EvalRow]:
+                     head_only: bool, head_lr: float | None = None, proto_init: bool = False) -> list[EvalRow]:
     """Rows for a gradient-adapted model at each step count, all episodes batched."""
     metric = "mse" if model.task.kind == "regression" else "accuracy"
 
     def scores(count: int):
         params = adapt_params(model, episodes.support_x, episodes.support_y, steps=count, lr=lr, order=1,
-                              head_only=head_only)
+                              head_only=head_only, head_lr=head_lr, proto_init=proto_init)
         return per_task_scores(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y)
 
     results = {count: scores(count) for count in {0, *steps}}  # 0 steps: the divergence reference
@@ -130,17 +131,22 @@ def pretrained_baseline(family: FewShotFamily, like: FewShotModel, meta: MetaCon
 
 def evaluate_fewshot(model: FewShotModel, family: FewShotFamily, meta: MetaConfig, episodes: int = 600,
                      steps: tuple[int, ...] = (0, 1, 10), seed: int = 1234, baselines: bool = True,
-                     pretrain_iterations: int = 2000, progress: bool = False) -> list[EvalRow]:
-    """Evaluation table on `episodes` meta-test tasks (the same tasks for every method);
-    `progress` shows a bar on stderr, one tick per method."""
-    test = family.samplers["test"].sample(episodes, torch.Generator().manual_seed(seed))
+                     pretrain_iterations: int = 2000, progress: bool = False, split: str = "test") -> list[EvalRow]:
+    """Evaluation table on `episodes` meta-test tasks (the same tasks for every method), or
+    on those of another `split` (meta-validation, to compare training options); `progress`
+    shows a bar on stderr, one tick per method."""
+    if split not in family.samplers:
+        raise InputError(f"the {meta.family} family here has no {split} classes; give it some (Omniglot: "
+                         "images_evaluation.zip) or evaluate with --omniglot-runs all_runs.zip")
+    test = family.samplers[split].sample(episodes, torch.Generator().manual_seed(seed))
     learner = make_learner(meta)
     model = model.eval()
     bar = tqdm(total=3 if baselines else 1, desc=f"evaluate {episodes} episodes", unit="method",
                disable=not progress, file=sys.stderr)
     bar.set_postfix_str(meta.algorithm)
     if isinstance(learner, GradientLearner):
-        rows = evaluate_adapted(meta.algorithm, model, test, steps, meta.inner_lr, learner.head_only)
+        rows = evaluate_adapted(meta.algorithm, model, test, steps, meta.inner_lr, learner.head_only, learner.head_lr,
+                                learner.proto_init)
     else:
         with torch.no_grad():
             logits = metric_logits(model, meta.algorithm, test)

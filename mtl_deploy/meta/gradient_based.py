@@ -6,6 +6,10 @@ What is adapted follows `FewShotModel.adapted_parameters`. A whole MLP, or a lin
 on trunk features computed once per task (ANIL), runs in `mtl_deploy.ops.inner_loop`
 (the fused kernel); a whole MLP's meta-step runs in `mtl_deploy.ops.maml_step`. A whole network of any other kind (a ConvNet) runs in
 `functional_inner_loop`: torch.func's per-task gradients, vmapped over the tasks.
+
+Two options of the MAML literature: a head learning rate of its own (`head_lr`), and
+Proto-MAML's head that starts each task from the task's class prototypes (`proto_init`,
+Triantafillou et al., 2020), which runs in `functional_inner_loop` too.
 """
 
 from __future__ import annotations
@@ -33,17 +37,29 @@ def adapts_through_functional(model: FewShotModel, head_only: bool) -> bool:
     return not head_only and not isinstance(model.trunk, MLPTrunk)
 
 
-def _network(model: FewShotModel) -> torch.nn.Module:
-    """Trunk then head as one module, whose parameters are `model.adapted_parameters()`."""
-    return torch.nn.Sequential(model.trunk, model.head)
+def _network(model: FewShotModel, head_only: bool = False) -> torch.nn.Module:
+    """Trunk then head as one module, whose parameters are `model.adapted_parameters()`;
+    the head alone for `head_only`."""
+    return model.head if head_only else torch.nn.Sequential(model.trunk, model.head)
+
+
+def prototype_head(features: torch.Tensor, labels: torch.Tensor, ways: int) -> list[torch.Tensor]:
+    """Proto-MAML: the linear head (T, ways, F), (T, ways) whose logits 2c·q − ‖c‖² rank the
+    classes as ProtoNets' −‖q − c‖² do, from support features (T, S, F) and labels (T, S)."""
+    onehot = F.one_hot(labels, ways).to(features.dtype)  # (T, S, ways)
+    centres = onehot.transpose(1, 2) @ features / onehot.sum(1).unsqueeze(-1)  # (T, ways, F)
+    return [2 * centres, -centres.pow(2).sum(-1)]
 
 
 def functional_inner_loop(model: FewShotModel, x: torch.Tensor, y: torch.Tensor, *, steps: int,
-                          lr: float | list[torch.Tensor], order: int) -> list[torch.Tensor]:
-    """`steps` SGD steps of the whole network per task on normalised inputs x (T, K, ...),
-    as `ops.inner_loop` does for an MLP: each task's parameters (T, *p.shape), second order
-    (gradients through every step) or first order (each step's gradient a constant)."""
-    network = _network(model)
+                          lr: float | list, order: int, head_only: bool = False,
+                          head_init: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """`steps` SGD steps per task of the whole network on normalised inputs x (T, K, ...),
+    or of the head on features (`head_only`), as `ops.inner_loop` does for an MLP: each
+    task's parameters (T, *p.shape), second order (gradients through every step) or first
+    order (each step's gradient a constant). `head_init` gives each task its own starting
+    head [(T, C, F), (T, C)]."""
+    network = _network(model, head_only)
     names = [name for name, _ in network.named_parameters()]
     loss_name = _loss_name(model)
 
@@ -55,7 +71,10 @@ def functional_inner_loop(model: FewShotModel, x: torch.Tensor, y: torch.Tensor,
 
     task_gradients = torch.func.vmap(torch.func.grad(task_loss))
     t = x.shape[0]
-    thetas = {n: p.unsqueeze(0).expand(t, *p.shape) for n, p in zip(names, model.adapted_parameters())}
+    start = [p.unsqueeze(0).expand(t, *p.shape) for p in adapted_layers(model, head_only)]
+    if head_init is not None:
+        start[-2:] = head_init
+    thetas = dict(zip(names, start))
     rates = dict(zip(names, lr)) if isinstance(lr, list) else dict.fromkeys(names, lr)
     second_order = order == 2 and torch.is_grad_enabled()
     for _ in range(steps):
@@ -93,12 +112,32 @@ def adapted_layers(model: FewShotModel, head_only: bool) -> list[torch.nn.Parame
     return params[-2:] if head_only else params
 
 
+def inner_rates(model: FewShotModel, params: list[torch.Tensor], lr: float, head_lr: float | None):
+    """The inner learning rates: Meta-SGD's learned ones, `lr` for all, or `lr` for the
+    trunk and `head_lr` for the head (the last two parameters), one tensor per parameter."""
+    if model.inner_lrs is not None:
+        return list(model.inner_lrs)[-len(params):]
+    if head_lr is None or head_lr == lr:
+        return lr
+    return [torch.full_like(p, lr if i < len(params) - 2 else head_lr) for i, p in enumerate(params)]
+
+
 def adapt_params(model: FewShotModel, support_x: torch.Tensor, support_y: torch.Tensor, *, steps: int,
-                 lr: float, order: int, head_only: bool = False) -> list[torch.Tensor]:
+                 lr: float, order: int, head_only: bool = False, head_lr: float | None = None,
+                 proto_init: bool = False) -> list[torch.Tensor]:
     """Adapted layer parameters per task, each (T, *p.shape). Meta-SGD models use their
-    learned per-element learning rates instead of `lr`."""
+    learned per-element learning rates instead of `lr`; `head_lr` sets the head's."""
     params = adapted_layers(model, head_only)
-    rates = lr if model.inner_lrs is None else list(model.inner_lrs)[-len(params):]
+    rates = inner_rates(model, params, lr, head_lr)
+    if proto_init:
+        if model.task.kind == "regression":
+            raise InputError("meta.proto_init needs a classification family; remove it for regression")
+        inputs = inner_inputs(model, support_x, head_only)
+        t, k = support_x.shape[:2]
+        features = inputs if head_only else model.embed(support_x.reshape(t * k, *support_x.shape[2:])).view(t, k, -1)
+        return functional_inner_loop(model, inputs, support_y, steps=steps, lr=rates, order=order,
+                                     head_only=head_only,
+                                     head_init=prototype_head(features, support_y, model.task.out_dim))
     if adapts_through_functional(model, head_only):
         return functional_inner_loop(model, inner_inputs(model, support_x, head_only), support_y, steps=steps,
                                      lr=rates, order=order)
@@ -128,11 +167,11 @@ def task_losses(model: FewShotModel, outputs: torch.Tensor, targets: torch.Tenso
 
 
 def maml_loss(model: FewShotModel, episodes: Episodes, *, steps: int, lr: float, order: int,
-              head_only: bool = False) -> torch.Tensor:
+              head_only: bool = False, head_lr: float | None = None, proto_init: bool = False) -> torch.Tensor:
     """Mean query loss after adaptation: its gradient is the (first- or second-order) MAML
     meta-gradient, for Meta-SGD also with respect to the learning rates."""
     params = adapt_params(model, episodes.support_x, episodes.support_y, steps=steps, lr=lr, order=order,
-                          head_only=head_only)
+                          head_only=head_only, head_lr=head_lr, proto_init=proto_init)
     return task_losses(model, predict_with(model, params, episodes.query_x, head_only), episodes.query_y).mean()
 
 

@@ -34,6 +34,8 @@ class GradientLearner:
     order: int = 2
     head_only: bool = False
     learned_lr: bool = False
+    head_lr: float | None = None  # the head's inner learning rate, when not `lr`
+    proto_init: bool = False  # each task's head starts from its class prototypes (Proto-MAML)
 
     head = "linear"
 
@@ -56,7 +58,7 @@ class GradientLearner:
     def query_loss(self, model: FewShotModel, episodes: Episodes, steps: int | None = None) -> torch.Tensor:
         order = self.order if torch.is_grad_enabled() else 1
         return maml_loss(model, episodes, steps=self.steps if steps is None else steps, lr=self.lr, order=order,
-                         head_only=self.head_only)
+                         head_only=self.head_only, head_lr=self.head_lr, proto_init=self.proto_init)
 
     def adapt(self, model: FewShotModel, support_x, support_y, steps: int | None = None,
               lr: float | None = None) -> FewShotModel:
@@ -70,7 +72,8 @@ class GradientLearner:
             y = support_y.long().reshape(1, -1)  # (1, K)
         with torch.no_grad():
             params = adapt_params(model.eval(), support_x[None].float(), y, steps=steps,
-                                  lr=self.lr if lr is None else lr, order=1, head_only=self.head_only)
+                                  lr=self.lr if lr is None else lr, order=1, head_only=self.head_only,
+                                  head_lr=self.head_lr if lr is None else None, proto_init=self.proto_init)
         return with_adapted_weights(model, params, self.head_only)
 
 
@@ -101,10 +104,16 @@ class MetricLearner:
 
 def make_learner(meta: MetaConfig) -> GradientLearner | MetricLearner:
     if meta.algorithm in METRIC:
+        if meta.head_lr is not None or meta.proto_init:
+            raise InputError(f"meta.head_lr and meta.proto_init apply to gradient-based learners, not {meta.algorithm}")
         return MetricLearner(meta.algorithm)
     if meta.algorithm not in GRADIENT_BASED:
         raise InputError(f"unknown algorithm {meta.algorithm!r}; use one of {', '.join(ALGORITHMS)}")
     if meta.inner_steps < 1 or meta.adapt_steps < 0 or meta.inner_lr <= 0:
         raise InputError("meta.inner_steps must be >= 1, meta.adapt_steps >= 0 and meta.inner_lr > 0")
+    if meta.algorithm in ("reptile", "metasgd") and (meta.head_lr is not None or meta.proto_init):
+        raise InputError(f"meta.head_lr and meta.proto_init apply to maml, fomaml and anil, not {meta.algorithm}")
+    if meta.head_lr is not None and meta.head_lr <= 0:
+        raise InputError(f"meta.head_lr must be > 0, got {meta.head_lr}")
     return GradientLearner(meta.algorithm, meta.inner_steps, meta.inner_lr, meta.adapt_steps,
-                           **GRADIENT_BASED[meta.algorithm])
+                           head_lr=meta.head_lr, proto_init=meta.proto_init, **GRADIENT_BASED[meta.algorithm])

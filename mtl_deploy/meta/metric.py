@@ -26,14 +26,15 @@ def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> tor
 
 
 def metric_logits(model: FewShotModel, algorithm: str, episodes: Episodes) -> torch.Tensor:
-    """(T, Q, ways) query logits (ProtoNets) or log-probabilities (Matching Networks)."""
-    ways = model.task.out_dim
+    """(T, Q, ways) query logits (ProtoNets) or log-probabilities (Matching Networks). The
+    episodes' ways may exceed the model's (meta-training with more ways than testing)."""
+    ways = int(episodes.support_y.max()) + 1
     support = _embed_tasks(model, episodes.support_x)
     queries = _embed_tasks(model, episodes.query_x)
     if algorithm == "protonet":
-        return -squared_distances(queries, prototypes(support, episodes.support_y, ways))
+        return -model.metric_scale * squared_distances(queries, prototypes(support, episodes.support_y, ways))
     onehot = F.one_hot(episodes.support_y, ways).to(support.dtype)
-    return matching_log_probs(queries, support, onehot)
+    return matching_log_probs(queries, support, onehot, model.metric_scale)
 
 
 def metric_loss(model: FewShotModel, algorithm: str, episodes: Episodes) -> torch.Tensor:

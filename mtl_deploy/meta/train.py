@@ -19,10 +19,10 @@ from mtl_deploy.checkpoint import write_checkpoint
 from mtl_deploy.config import MetaConfig, RunConfig
 from mtl_deploy.data.dataset import normalization_stats
 from mtl_deploy.data.episodes import Episodes
-from mtl_deploy.data.fewshot import FewShotFamily, fewshot_family
+from mtl_deploy.data.fewshot import ClassSampler, FewShotFamily, fewshot_family
 from mtl_deploy.runs.distributed import Group, step_generator
 from mtl_deploy.errors import InputError
-from mtl_deploy.meta.learners import make_learner
+from mtl_deploy.meta.learners import METRIC, make_learner
 from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.runs.directory import RunDirectory
 from mtl_deploy.runs.state import TrainingState
@@ -39,8 +39,20 @@ class MetaFitted:
 
 
 def family_of(meta: MetaConfig) -> FewShotFamily:
-    return fewshot_family(meta.family, meta.ways, meta.shots, meta.queries, meta.path, tuple(meta.class_split),
-                          meta.image_size, meta.seed, meta.translate)
+    """The config's family; its meta-training episodes have `meta.train_ways` ways when set
+    (metric learners only: a linear head has exactly `meta.ways` outputs)."""
+    family = fewshot_family(meta.family, meta.ways, meta.shots, meta.queries, meta.path, tuple(meta.class_split),
+                            meta.image_size, meta.seed, meta.translate, meta.rotations)
+    if meta.train_ways is not None and meta.train_ways != meta.ways:
+        train = family.samplers["train"]
+        if meta.algorithm not in METRIC or not isinstance(train, ClassSampler):
+            raise InputError(f"meta.train_ways applies to protonet and matching on class families, not "
+                             f"{meta.algorithm} on {meta.family}; remove it or set it to meta.ways")
+        if meta.train_ways > len(train.episodes.classes):
+            raise InputError(f"meta.train_ways {meta.train_ways} exceeds the {len(train.episodes.classes)} "
+                             "meta-training classes; use fewer ways or meta.rotations")
+        family.samplers["train"] = dataclasses.replace(train, ways=meta.train_ways)
+    return family
 
 
 def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotModel:
@@ -51,9 +63,13 @@ def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotMode
     if whole_network and trunk.get("type", "mlp") == "conv" and trunk.get("norm", "batch") != "none":
         raise InputError(f"{meta.algorithm} adapts the whole network, and a conv trunk's batch norm cannot be "
                          "adapted per task; set model.trunk.norm to \"none\" (or use anil, protonet or matching)")
-    adaptation = {"algorithm": meta.algorithm, "inner_lr": meta.inner_lr, "adapt_steps": meta.adapt_steps}
+    if meta.learned_scale and meta.algorithm not in METRIC:
+        raise InputError(f"meta.learned_scale applies to protonet and matching, not {meta.algorithm}; remove it")
+    adaptation = {"algorithm": meta.algorithm, "inner_lr": meta.inner_lr, "adapt_steps": meta.adapt_steps,
+                  "head_lr": meta.head_lr, "proto_init": meta.proto_init}
     model = FewShotModel(family.input_shape, family.task, config.model.trunk, learner.head,
-                         learned_lr=meta.algorithm == "metasgd", adaptation=adaptation)
+                         learned_lr=meta.algorithm == "metasgd", adaptation=adaptation,
+                         learned_scale=meta.learned_scale)
     if family.train_rows is not None:
         model.set_normalization(*normalization_stats(family.train_rows))
     if model.inner_lrs is not None:
@@ -148,5 +164,5 @@ def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool =
             fitted.model, directory, sample_inputs=sample.flatten(0, 1), config=config.to_dict(),
             meta=dataclasses.asdict(config.meta), best_iteration=fitted.best_iteration, val_loss=fitted.val_loss,
             seconds=round(fitted.seconds, 1), history=fitted.history, inner_loop_backend=ops.backend(),
-            processes=group.world_size))
+            processes=group.world_size, input_transform=fitted.family.transform))
     return fitted

@@ -20,6 +20,7 @@ from mtl_deploy.models.trunks import MLPTrunk, build_trunk
 
 HEADS = ("linear", "prototypes", "matching")
 MATCHING_SCALE = 10.0  # cosine similarities lie in [-1, 1]; scale them before the softmax
+PROTOTYPE_SCALE = 1.0  # Prototypical Networks' logits are plain negative squared distances
 
 
 def squared_distances(queries: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -28,12 +29,13 @@ def squared_distances(queries: torch.Tensor, points: torch.Tensor) -> torch.Tens
     return queries.pow(2).sum(-1, keepdim=True) - 2 * cross + points.pow(2).sum(-1).unsqueeze(-2)
 
 
-def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_onehot: torch.Tensor) -> torch.Tensor:
-    """Matching Networks: softmax attention on cosine similarity over the support set,
-    class probability = attention mass on that class's examples; returns log-probabilities."""
+def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_onehot: torch.Tensor,
+                       scale: float | torch.Tensor = MATCHING_SCALE) -> torch.Tensor:
+    """Matching Networks: softmax attention on scaled cosine similarity over the support
+    set, class probability = attention mass on that class's examples; returns log-probabilities."""
     q = F.normalize(queries, dim=-1)
     s = F.normalize(support, dim=-1)
-    attention = torch.softmax(MATCHING_SCALE * (q @ s.transpose(-1, -2)), dim=-1)  # (..., Q, S)
+    attention = torch.softmax(scale * (q @ s.transpose(-1, -2)), dim=-1)  # (..., Q, S)
     return torch.log(attention @ support_onehot + 1e-12)  # (..., Q, ways)
 
 
@@ -41,7 +43,8 @@ class FewShotModel(nn.Module):
     architecture = "fewshot"
 
     def __init__(self, input_shape: tuple[int, ...], task: TaskSpec, trunk: dict, head: str = "linear",
-                 support_size: int = 0, learned_lr: bool = False, adaptation: dict | None = None):
+                 support_size: int = 0, learned_lr: bool = False, adaptation: dict | None = None,
+                 learned_scale: bool = False):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown few-shot head {head!r}; use one of {HEADS}")
@@ -58,6 +61,16 @@ class FewShotModel(nn.Module):
         # Meta-SGD: one learned inner learning rate per adapted parameter element
         self.inner_lrs = nn.ParameterList([nn.Parameter(torch.zeros_like(p)) for p in self.adapted_parameters()]
                                           ) if learned_lr else None
+        # a metric head's scale (inverse temperature), learned when asked (Oreshkin et al., 2018)
+        fixed = MATCHING_SCALE if head == "matching" else PROTOTYPE_SCALE
+        self.scale = nn.Parameter(torch.tensor(fixed)) if learned_scale and head != "linear" else None
+
+    @property
+    def metric_scale(self) -> float | torch.Tensor:
+        """What a metric head multiplies its distances or similarities by."""
+        if self.scale is not None:
+            return self.scale
+        return MATCHING_SCALE if self.head_kind == "matching" else PROTOTYPE_SCALE
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -91,22 +104,23 @@ class FewShotModel(nn.Module):
         if self.head_kind == "linear":
             out = self.head(features)
         elif self.head_kind == "prototypes":
-            out = -squared_distances(features, self.prototypes)
+            out = -self.metric_scale * squared_distances(features, self.prototypes)
         else:
-            out = matching_log_probs(features, self.support, self.support_onehot)
+            out = matching_log_probs(features, self.support, self.support_onehot, self.metric_scale)
         return {self.task.name: out}
 
     def config(self) -> dict:
         return {"architecture": self.architecture, "input_shape": list(self.input_shape),
                 "tasks": [self.task.to_dict()], "trunk": self.trunk.config(), "head": self.head_kind,
                 "support_size": 0 if self.support is None else len(self.support),
-                "learned_lr": self.inner_lrs is not None, "adaptation": self.adaptation}
+                "learned_lr": self.inner_lrs is not None, "adaptation": self.adaptation,
+                "learned_scale": self.scale is not None}
 
     @classmethod
     def from_config(cls, config: dict) -> "FewShotModel":
         return cls(tuple(config["input_shape"]), TaskSpec.from_dict(config["tasks"][0]), config["trunk"],
                    config["head"], config.get("support_size", 0), config.get("learned_lr", False),
-                   config.get("adaptation"))
+                   config.get("adaptation"), config.get("learned_scale", False))
 
 
 def check_support(model: FewShotModel, support_x: torch.Tensor, support_y: torch.Tensor) -> None:

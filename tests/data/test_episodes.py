@@ -88,4 +88,4 @@ def test_npz_and_image_folder_families(tmp_path):
     with pytest.raises(InputError, match="not a readable image"):
         load_image_folder(tmp_path / "imgs", image_size=4)
     with pytest.raises(InputError, match="unknown few-shot family"):
-        fewshot_family("omniglot", ways=2, shots=1, queries=1)
+        fewshot_family("imagenet", ways=2, shots=1, queries=1)

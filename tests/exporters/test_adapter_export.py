@@ -114,3 +114,22 @@ def test_adapter_exports_verify_with_and_without_the_checkpoint(adapter, tmp_pat
     against = verify_export(root / "adapter", root / "ckpt")
     assert against.passed and against.runtimes == ["onnx.reference", "onnxruntime"]
     assert "adapter (" in describe(root / "adapter")
+
+
+@pytest.mark.parametrize("algorithm, options", [("protonet", {"learned_scale": True}),
+                                                ("matching", {"learned_scale": True}),
+                                                ("anil", {"proto_init": True, "head_lr": 0.3})])
+def test_adapter_graph_keeps_the_learner_options(tmp_path, algorithm, options):
+    """A learned metric scale, Proto-MAML's head and a head learning rate are in the graph:
+    its parity with mtl_deploy.adapt is proved by the export."""
+    config = brief_config(algorithm)
+    for key, value in options.items():
+        setattr(config.meta, key, value)
+    meta_train_and_save(config, tmp_path / "ckpt", progress=False)
+    if "learned_scale" in options:  # away from its starting value, so that leaving it out would show
+        model = mtl_deploy.load(tmp_path / "ckpt")
+        with torch.no_grad():
+            model.scale.fill_(3.0)
+        mtl_deploy.save(model, tmp_path / "ckpt")
+    report = mtl_deploy.export(tmp_path / "ckpt", tmp_path / "adapter", format="adapter")
+    assert report.parity.passed and report.manifest["head_lr"] == options.get("head_lr")

@@ -9,7 +9,8 @@ from mtl_deploy.config import preset_names
 
 runner = CliRunner()
 META_PRESETS = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-metasgd", "sinusoid-reptile", "digits-protonet",
-                "digits-matching", "digits-maml", "digits-anil"]
+                "digits-matching", "digits-maml", "digits-anil", "omniglot-protonet", "omniglot-matching", "omniglot-maml",
+                "omniglot-anil"]
 
 
 def invoke(*args):

@@ -1,0 +1,95 @@
+"""The Omniglot table: meta-train each omniglot preset on the two minimal background sets,
+then run the 20 one-shot runs of Lake et al. (2015), beside the MHD and pixel baselines
+computed on the same runs and the published figures (quoted, not measured). With
+--ablations, each learner option is switched off (or on) in its preset and the change in
+meta-validation accuracy (held-out background alphabets, 200 episodes of 20-way one-shot,
+the same for every variant) and in 20-run error is printed. Prints markdown; the README
+quotes its output. Wall times are of meta-training alone, with the machine's load average.
+
+Usage: python benchmarks/omniglot_eval.py [--data ../shared/omniglot] [--presets a,b] [--ablations]
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from mtl_deploy.config import resolve_config
+from mtl_deploy.meta.evaluate import evaluate_fewshot, paired_difference
+from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
+from mtl_deploy.meta.train import meta_train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "omniglot"
+PRESETS = ["omniglot-protonet", "omniglot-matching", "omniglot-maml", "omniglot-anil"]
+# (preset, key, value): the preset with one option changed, against the preset as shipped
+ABLATIONS = [("omniglot-protonet", "meta.learned_scale", True), ("omniglot-protonet", "meta.train_ways", 20),
+             ("omniglot-matching", "meta.learned_scale", False), ("omniglot-anil", "meta.proto_init", False),
+             ("omniglot-anil", "meta.head_lr", 0.01), ("omniglot-maml", "meta.proto_init", False),
+             ("omniglot-maml", "meta.head_lr", 0.01)]
+QUOTED = [("people (Lake et al., 2015, quoted)", "4.5"), ("Bayesian Program Learning (Lake et al., 2015, quoted)", "3.3"),
+          ("Lake et al. (2015): MHD, as published (quoted)", "38.8")]
+
+
+def measure(preset: str, data: Path, overrides: dict, baselines: bool = False) -> dict:
+    """Meta-train, then the meta-validation accuracy and the 20 runs (with the MHD and
+    pixel baselines on them when asked)."""
+    config = resolve_config(preset=preset, overrides={"meta.path": str(data), **overrides})
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    fitted = meta_train(config, progress=False)
+    seconds = time.perf_counter() - start
+    meta = config.meta
+    steps = (0,) if meta.algorithm in ("protonet", "matching") else (meta.adapt_steps,)
+    val = evaluate_fewshot(fitted.model, fitted.family, meta, 200, steps, baselines=False, split="val")[0]
+    runs = evaluate_omniglot_runs(fitted.model, data / "all_runs.zip", baselines)
+    print(f"{preset} {overrides or ''}: {seconds:.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+    return {"seconds": seconds, "load": (load, os.getloadavg()[0]), "val": val, "runs": runs,
+            "algorithm": meta.algorithm}
+
+
+def runs_cell(result: dict, method: str) -> str:
+    mean, ci = result["runs"].summary(method)
+    return f"{mean:.2f} ± {ci:.2f}"
+
+
+def print_tables(presets: list[str], data: Path, ablations: bool) -> None:
+    """Train and measure `presets`, print the runs table (and the ablation table)."""
+    shipped = {preset: measure(preset, data, {}, baselines=preset == presets[0]) for preset in presets}
+    first = next(iter(shipped.values()))
+    print("\n### 20-way one-shot, the 20 runs of Lake et al. (2015): error %, mean ± 95% CI over runs\n")
+    print("| method | error % | meta-validation accuracy | meta-training wall time (s), load average |\n"
+          "|---|---|---|---|")
+    for preset, result in shipped.items():
+        load = "{:.1f} -> {:.1f}".format(*result["load"])
+        val = result["val"]
+        print(f"| {preset} | {runs_cell(result, result['algorithm'])} | {val.mean:.3f} ± {val.ci95:.3f} | "
+              f"{result['seconds']:.0f}, {load} |")
+    print(f"| Modified Hausdorff Distance (this project) | {runs_cell(first, 'mhd')} | - | - |")
+    print(f"| pixel nearest neighbour, 28x28 (this project) | {runs_cell(first, 'pixels')} | - | - |")
+    for name, error in QUOTED:
+        print(f"| {name} | {error} | - | not measured here |")
+    if ablations:
+        print("\n### each learner option against its preset (meta-validation: 200 episodes of 20-way one-shot "
+              "on the held-out background alphabets)\n")
+        print("| preset | changed to | val accuracy, preset | val accuracy, changed | preset - changed (paired, "
+              "95% CI) | 20-run error %, changed | wall time (s) |\n|---|---|---|---|---|---|---|")
+        for preset, key, value in (a for a in ABLATIONS if a[0] in shipped):
+            variant = measure(preset, data, {key: value})
+            base, changed = shipped[preset]["val"], variant["val"]
+            gain, ci = paired_difference(base, changed)
+            print(f"| {preset} | {key} = {value} | {base.mean:.3f} ± {base.ci95:.3f} | {changed.mean:.3f} ± "
+                  f"{changed.ci95:.3f} | {gain:+.3f} ± {ci:.3f} | {runs_cell(variant, variant['algorithm'])} | "
+                  f"{variant['seconds']:.0f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--ablations", action="store_true", help="also each option of these presets against the preset")
+    args = parser.parse_args()
+    print_tables(args.presets.split(","), args.data, args.ablations)
+
+
+if __name__ == "__main__":
+    main()
