@@ -95,7 +95,7 @@ class MetaConfig:
     algorithm: str = setting("maml", Choice("mtl_deploy.meta.learners:ALGORITHMS"))
     family: str = setting("sinusoid", Choice("mtl_deploy.data.fewshot:FAMILIES"))
     path: str | None = setting(None, Maybe(Text()))  # npz file or image folder
-    class_split: list[float] = setting([0.6, 0.2, 0.2], ListOf(FRACTION, length=3, total=1.0))  # train/val/test classes
+    class_split: list[float] = setting([0.6, 0.2, 0.2], ListOf(Float(0, 1), length=3, total=1.0))  # train/val/test classes (omniglot: test 0, its runs test)
     image_size: int = setting(28, Int(1))
     translate: int = setting(0, Int(0))  # digits: pixels of random offset, each image on a (8 + translate)² canvas
     ways: int = setting(5, Int(2))

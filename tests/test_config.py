@@ -48,14 +48,14 @@ BAD_VALUES = [
     # lists: length, items, sums, repeats
     ({"meta": {**META, "class_split": [0.5, 0.5, 0.5]}}, "[meta] class_split must sum to 1, got [0.5, 0.5, 0.5]"),
     ({"meta": {**META, "class_split": [0.5, 0.5]}}, "[meta] class_split must be a list of 3, each item a number"),
-    ({"meta": {**META, "class_split": [0.5, 0.5, 0]}}, "[meta] class_split[2] must be a number in (0, 1), got 0"),
+    ({"meta": {**META, "class_split": [0.5, 0.5, -0.1]}}, "[meta] class_split[2] must be a number in [0, 1], got -0.1"),
     ({"data": {"feature_columns": ["a", "a"]}}, "[data] feature_columns repeats the entries ['a']"),
     ({"data": {"feature_columns": []}}, "[data] feature_columns must be a non-empty list, each item a non-empty"),
     # choices come from the modules that own the names
     ({"train": {"weighting": "magic"}}, "[train] weighting must be one of equal, static, uncertainty"),
     ({"train": {"aggregation": "avg"}}, "[train] aggregation must be one of none, mean, pcgrad"),
     ({"meta": {**META, "algorithm": "mamll"}}, "[meta] algorithm must be one of maml, fomaml"),
-    ({"meta": {**META, "family": "omniglot"}}, "[meta] family must be one of sinusoid, digits, npz, image-folder"),
+    ({"meta": {**META, "family": "imagenet"}}, "[meta] family must be one of sinusoid, digits, npz, image-folder, omniglot"),
     ({"data": {"source": "parquet"}}, "[data] source must be one of synthetic, csv, npz, got 'parquet'"),
     ({"data": {"path": ""}}, "[data] path must be a non-empty string or null, got ''"),
     # options of the method a sibling names
@@ -159,11 +159,11 @@ def test_check_config_checks_a_config_built_in_python():
 
 def test_train_flags_map_to_config_keys():
     assert overrides_from_flags(data=Path("d.csv"), epochs=5, iterations=7, seed=3, checkpoint_every=11) == {
-        "data.path": "d.csv", "train.epochs": 5, "meta.iterations": 7, "train.seed": 3, "meta.seed": 3,
+        "data.path": "d.csv", "meta.path": "d.csv", "train.epochs": 5, "meta.iterations": 7, "train.seed": 3, "meta.seed": 3,
         "train.checkpoint_every": 11, "meta.checkpoint_every": 11}
     assert overrides_from_flags(data=None, epochs=None, iterations=None, seed=None, checkpoint_every=None) == {}
     assert overrides_from_flags(seed=0) == {"train.seed": 0, "meta.seed": 0}  # 0 is given, not absent
-    every_key = {key for keys in TRAIN_FLAGS.values() for key in keys} - {"data.path"}
+    every_key = {key for keys in TRAIN_FLAGS.values() for key in keys} - {"data.path", "meta.path"}
     config = apply_overrides(config_from_dict({"meta": META}), dict.fromkeys(every_key, 2))  # every key is a field
     assert config.train.epochs == config.meta.iterations == config.meta.seed == 2
     train = next(c.callback for c in app.registered_commands if c.callback.__name__ == "train")

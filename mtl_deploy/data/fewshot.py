@@ -18,7 +18,7 @@ from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
 
 SPLITS = ("train", "val", "test")
-FAMILIES = ("sinusoid", "digits", "npz", "image-folder")
+FAMILIES = ("sinusoid", "digits", "npz", "image-folder", "omniglot")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 

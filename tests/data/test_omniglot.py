@@ -73,12 +73,14 @@ def test_an_evaluation_source_is_the_test_split(tmp_path):
 
 @pytest.mark.parametrize("entries", [{"a.png": b"x"}, {"notes.txt": b"x"}])
 def test_a_zip_that_is_not_omniglot_shaped_is_refused(tmp_path, entries):
-    with zipfile.ZipFile(tmp_path / "images_background.zip", "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
+    data = tmp_path / "data"
+    data.mkdir()
+    with zipfile.ZipFile(data / "images_background.zip", "w") as archive:
+        for name, value in entries.items():
+            archive.writestr(name, value)
     with pytest.raises(InputError, match="not an Omniglot image set"):
-        read_sources(tmp_path / "images_background.zip")
-    result = CliRunner().invoke(app, ["train", "--preset", "omniglot-protonet", "--data", str(tmp_path),
+        read_sources(data / "images_background.zip")
+    result = CliRunner().invoke(app, ["train", "--preset", "omniglot-protonet", "--data", str(data),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "not an Omniglot image set" in result.output and not (tmp_path / "out").exists()
