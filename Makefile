@@ -15,7 +15,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q --disable-pip-version-check "setuptools>=64" wheel ninja
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,hf]"
 	touch $@
 
 demo: $(STAMP)
@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,bench]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,hf,bench]"
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/per_task_gradients.py
 	$(PY) benchmarks/distributed_throughput.py

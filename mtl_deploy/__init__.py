@@ -8,7 +8,8 @@ from mtl_deploy.version import __version__
 # Resolved on first use, so that `mtl_deploy.runtime` imports without torch (production
 # installs `mtl-deploy[runtime]` only) and `import mtl_deploy` without the export extra.
 _PUBLIC = {"train": "mtl_deploy.training", "save": "mtl_deploy.checkpoint", "load": "mtl_deploy.checkpoint",
-           "adapt": "mtl_deploy.meta.adapt", "export": "mtl_deploy.exporters"}
+           "adapt": "mtl_deploy.meta.adapt", "export": "mtl_deploy.exporters",
+           "wrap": "mtl_deploy.models.wrapped", "TaskSpec": "mtl_deploy.data.tasks"}
 
 __all__ = ["__version__", *_PUBLIC]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from torch import nn
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError, bounded
+from mtl_deploy.models.inputs import signature_of
+from mtl_deploy.models.module_trunk import check_rebuildable
 from mtl_deploy.models.registry import build_model
+from mtl_deploy.trust import trusting
 from mtl_deploy.version import __version__
 
 FORMAT = "mtl_deploy.checkpoint"
@@ -33,24 +37,28 @@ WEIGHTS, INPUTS, MANIFEST = "weights.safetensors", "inputs.safetensors", "manife
 class Checkpoint:
     model: nn.Module
     manifest: dict
-    sample_inputs: torch.Tensor | None  # (N, *input_shape) real rows, when the checkpoint has them
+    sample_inputs: object | None  # real input rows, in the model's input layout, when the checkpoint has them
 
 
-def save(model: nn.Module, path: str | Path, *, sample_inputs: torch.Tensor | None = None,
+def save(model: nn.Module, path: str | Path, *, sample_inputs=None,
          inputs: tuple[str | Path, ...] = (), **info) -> Path:
     """Write `model` as a checkpoint directory at `path` (replacing a previous checkpoint
     only once the new one is complete, never anything else, nor any of `inputs`).
     `info` (JSON-serialisable) goes into the manifest."""
     if not hasattr(model, "config"):
         raise InputError(f"{type(model).__name__} has no config(); save a model built by mtl_deploy")
-    if sample_inputs is not None and not torch.isfinite(torch.as_tensor(sample_inputs).float()).all():
-        raise InputError("sample_inputs contain NaN or inf; clean them first")
+    check_rebuildable(model)
+    if sample_inputs is not None:
+        try:
+            signature_of(model).coerce(sample_inputs)
+        except InputError as err:
+            raise InputError(f"sample_inputs do not fit the model: {err}") from None
     with atomic_directory(path, "checkpoint", inputs) as staging:
         write_checkpoint(model, staging, sample_inputs=sample_inputs, **info)
     return Path(path)
 
 
-def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs: torch.Tensor | None = None, **info) -> None:
+def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs=None, **info) -> None:
     """The checkpoint files of `model` in the existing `directory` (not atomic: `save` is)."""
     config = model.config()
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -61,12 +69,15 @@ def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs: torch.
     save_file(state, directory / WEIGHTS)
     files = {WEIGHTS: sha256_file(directory / WEIGHTS)}
     if sample_inputs is not None:
-        save_file({"x": sample_inputs.detach().float().contiguous()}, directory / INPUTS)
+        signature = signature_of(model)
+        rows = signature.coerce(sample_inputs)
+        save_file({name: t.contiguous() for name, t in zip(signature.names, rows)}, directory / INPUTS)
         files[INPUTS] = sha256_file(directory / INPUTS)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "library_version": __version__, "torch_version": torch.__version__,
         "architecture": config, "tasks": config["tasks"], "input_shape": config["input_shape"],
+        "inputs": [spec.to_dict() for spec in signature_of(model).specs],
         "normalization": _normalization(model),
         "parameters": sum(p.numel() for p in model.parameters()),
         "content_hash": files[WEIGHTS], "files": files, "integrity": INTEGRITY, "info": info,
@@ -122,10 +133,15 @@ def _build(path: Path, architecture, device: str = "cpu") -> nn.Module:
                              f"({type(err).__name__}: {str(err)[:120]}); restore it or retrain") from None
 
 
-def _check_shapes(path: Path, architecture) -> None:
-    """Compare the manifest's architecture with the tensor shapes in the weights file's
-    header before anything is allocated: a tampered width is refused at no cost."""
-    skeleton = _build(path, architecture, device="meta")  # shapes only, no memory
+def _user_trunk(architecture) -> bool:
+    """Whether the architecture's trunk is a user's network (built by its own code)."""
+    trunk = architecture.get("trunk") if isinstance(architecture, dict) else None
+    return isinstance(trunk, dict) and trunk.get("type") in ("module", "transformers")
+
+
+def _check_shapes(path: Path, skeleton: nn.Module) -> None:
+    """Compare the model's tensor shapes with those in the weights file's header before
+    the weights are read in: a tampered width is refused at no cost."""
     try:
         with safe_open(path / WEIGHTS, "pt") as weights:
             stored = {key: list(weights.get_slice(key).get_shape()) for key in weights.keys()}
@@ -144,23 +160,40 @@ def _check_shapes(path: Path, architecture) -> None:
                              f"{bounded(wrong, 3)}); restore the checkpoint or retrain")
 
 
-def read(path: str | Path) -> Checkpoint:
-    """The checkpoint at `path`: rebuilt model (eval mode), manifest and sample inputs."""
+def read(path: str | Path, trust: Iterable[str] = ()) -> Checkpoint:
+    """The checkpoint at `path`: rebuilt model (eval mode), manifest and sample inputs. A
+    user trunk's factory is imported only from a package in `trust` (see `mtl_deploy.trust`)."""
     path = Path(path)
     manifest = read_manifest(path)
     files = manifest.get("files", {}) if isinstance(manifest.get("files"), dict) else {}
     state = _load_tensors(path, WEIGHTS, files.get(WEIGHTS))
-    _check_shapes(path, manifest.get("architecture"))
-    model = _build(path, manifest["architecture"])
+    architecture = manifest.get("architecture")
+    with trusting(trust):
+        # a built-in model's shapes come from a skeleton on the meta device, at no cost; a
+        # user's network is built by its own code, which need not work on meta tensors
+        model = _build(path, architecture) if _user_trunk(architecture) else None
+        _check_shapes(path, model if model is not None else _build(path, architecture, device="meta"))
+        model = model if model is not None else _build(path, architecture)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise MtlDeployError(f"{path / WEIGHTS} does not fit the manifest's architecture ({first})") from None
-    sample_inputs = _load_tensors(path, INPUTS, files[INPUTS])["x"] if INPUTS in files else None
+    sample_inputs = _sample_inputs(path, model, files[INPUTS]) if INPUTS in files else None
     return Checkpoint(model.eval(), manifest, sample_inputs)
 
 
-def load(path: str | Path) -> nn.Module:
-    """The model saved at `path`, in eval mode."""
-    return read(path).model
+def _sample_inputs(path: Path, model: nn.Module, expected_hash: str):
+    """The stored real rows, in the model's input layout."""
+    tensors = _load_tensors(path, INPUTS, expected_hash)
+    signature = signature_of(model)
+    missing = [n for n in signature.names if n not in tensors]
+    if missing:
+        raise MtlDeployError(f"{path / INPUTS} has no rows for input(s) {missing}; restore it or retrain")
+    return signature.pack([tensors[n] for n in signature.names])
+
+
+def load(path: str | Path, trust: Iterable[str] = ()) -> nn.Module:
+    """The model saved at `path`, in eval mode; `trust` names the top-level packages whose
+    trunk factory it may import (a checkpoint of a wrapped network needs its own)."""
+    return read(path, trust).model

@@ -14,17 +14,25 @@ from typing import Annotated, Optional
 import typer
 
 from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.trust import trusting
 
 EXPORT_EXTRA = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train multi-task models, export them to ONNX with proved parity, verify and inspect them.")
 
 
+TrustOption = Annotated[list[str], typer.Option(
+    "--trust", help="Top-level package whose model factory a checkpoint may import (repeatable; also MTL_DEPLOY_TRUST).")]
+
+
 @contextlib.contextmanager
-def user_errors(interrupted: str = "interrupted: nothing was written; any previous artifact is intact"):
-    """Turn library errors into one line on stderr and the matching exit code."""
+def user_errors(interrupted: str = "interrupted: nothing was written; any previous artifact is intact",
+                trust: list[str] | None = None):
+    """Turn library errors into one line on stderr and the matching exit code; within it,
+    checkpoints may import factories from the `trust`ed packages."""
     try:
-        yield
+        with trusting(trust or ()):
+            yield
     except MtlDeployError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(err.exit_code) from None
@@ -58,6 +66,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between saved training states.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last saved state.")] = None,
+    trust: TrustOption = [],
 ):
     """Train a multi-task model or meta-train a few-shot model, and write a checkpoint.
     Under torchrun, every process runs this command and takes its share of each batch.
@@ -65,7 +74,7 @@ def train(
     Example: mtl-deploy train --preset synthetic-related --out runs/ckpt
     """
     out = resume if resume is not None and out == Path("checkpoint") else out
-    with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}"):
+    with user_errors(interrupted=f"interrupted: {out} is intact; continue with --resume {out}", trust=trust):
         if resume is not None and resume != out:
             raise InputError(f"--resume {resume} and --out {out} differ; a run resumes in its own directory")
         from mtl_deploy import training
@@ -89,12 +98,13 @@ def adapt(
     steps: Annotated[Optional[int], typer.Option(min=0, help="Adaptation steps (default: the model's).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Inner learning rate (default: the model's).")] = None,
     support_y: Annotated[Optional[Path], typer.Option(help=".npy of the support labels or targets, when --support is an .npy of x.")] = None,
+    trust: TrustOption = [],
 ):
     """Adapt a meta-trained model to the task a support set shows; the result exports like any model.
 
     Example: mtl-deploy adapt runs/maml --support support.npz --out runs/adapted
     """
-    with user_errors():
+    with user_errors(trust=trust):
         from mtl_deploy.meta.adapt import adapt_checkpoint
         from mtl_deploy.tables import adaptation_summary
         typer.echo(adaptation_summary(adapt_checkpoint(checkpoint, support, out, steps=steps, lr=lr,
@@ -110,6 +120,7 @@ def evaluate(
     shots: Annotated[Optional[int], typer.Option(help="Shots per class or task (default: as trained).")] = None,
     baselines: Annotated[bool, typer.Option(help="Also evaluate the pretrained and from-scratch baselines.")] = True,
     omniglot_runs: Annotated[Optional[Path], typer.Option(help="Instead: the 20 one-shot runs of Lake et al. (2015), all_runs.zip or its folder; per-run error, mean ± 95% CI, and the MHD and pixel baselines.")] = None,
+    trust: TrustOption = [],
 ):
     """Few-shot evaluation on meta-test tasks: mean, 95% CI, median and diverged tasks.
 
@@ -117,7 +128,7 @@ def evaluate(
 
     Example: mtl-deploy evaluate runs/omniglot --omniglot-runs ../shared/omniglot/all_runs.zip
     """
-    with user_errors():
+    with user_errors(trust=trust):
         if omniglot_runs is not None:
             from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
             from mtl_deploy.tables import omniglot_runs_table
@@ -146,12 +157,13 @@ def export(
     quantize: Annotated[Optional[str], typer.Option(help="int8: also write model.int8.onnx (ONNX Runtime dynamic quantization).")] = None,
     max_quantization_error: Annotated[float, typer.Option(help="Refuse int8 if an output changes more (see README).")] = 0.05,
     name: Annotated[Optional[str], typer.Option(help="Model name in a Triton repository: letters, digits, _ . - (default: the checkpoint's directory name, or its parent's when that is 'checkpoint').")] = None,
+    trust: TrustOption = [],
 ):
     """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
 
     Example: mtl-deploy export runs/ckpt --format onnx --out runs/export
     """
-    with user_errors():
+    with user_errors(trust=trust):
         from mtl_deploy.exporters import export as export_model
         from mtl_deploy.tables import int8_table, parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
@@ -169,13 +181,14 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint it came from: also compare with PyTorch.")] = None,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance [default: 1e-5, adapter 1e-4; never the manifest's].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance [default: 1e-4; never the manifest's].")] = None,
+    trust: TrustOption = [],
 ):
     """Re-check an export: file hashes, the ONNX checker, and parity re-proved with the library's
     tolerances (vs PyTorch with --checkpoint; a pt2 / aoti / torchscript export needs it).
 
     Example: mtl-deploy verify runs/export --checkpoint runs/ckpt
     """
-    with user_errors():
+    with user_errors(trust=trust):
         from mtl_deploy.exporters import verify_export
         from mtl_deploy.tables import parity_table
         typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol)))
@@ -185,7 +198,7 @@ def verify(
 @app.command()
 def predict(
     export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
-    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, or .csv (a header row is optional, see --header).")],
+    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, .csv (a header row is optional, see --header), or .npz with one array per model input.")],
     task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write predictions to .npz or .csv instead of printing.")] = None,
     header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
@@ -213,12 +226,13 @@ def analyze(
     out: Annotated[Path, typer.Option("--out", help="Directory for affinity.png, target_correlation.png, relations.json.")] = Path("relations"),
     threshold: Annotated[float, typer.Option(help="Group tasks whose mean similarity exceeds this.")] = 0.2,
     batch_size: Annotated[int, typer.Option(min=2, help="Rows per gradient batch.")] = 256,
+    trust: TrustOption = [],
 ):
     """Task relations: gradient-affinity and target-correlation heatmaps, suggested task groups.
 
     Example: mtl-deploy analyze runs/ckpt --data holdout.npz --out runs/relations
     """
-    with user_errors():
+    with user_errors(trust=trust):
         from mtl_deploy.config import resolve_config
         from mtl_deploy.mtl.relations import analyze as analyze_relations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_deploy.errors import InputError
-from mtl_deploy.schema import Bool, Choice, Float, Int, Invalid, Keywords, ListOf, Maybe, Table, Text, Variant
+from mtl_deploy.schema import Bool, Choice, Float, Int, Invalid, Json, Keywords, ListOf, Maybe, Table, Text, Variant
 
 
 def setting(default: Any, rule: Any):
@@ -34,6 +34,11 @@ TRUNK = Variant("type", "mlp", Choice("mtl_deploy.models.trunks:TRUNK_TYPES"), {
     "mlp": {"hidden": SIZES, "activation": Choice("mtl_deploy.models.trunks:ACTIVATIONS"),
             "dropout": Float(0, 1, open=("high",))},
     "conv": {"channels": SIZES, "norm": Choice("mtl_deploy.models.trunks:CONV_NORMS")},
+    # a user's network: built by a trusted factory, or a Hugging Face model read from a local directory
+    "module": {"factory": Text(), "kwargs": Json(), "weights": Maybe(Text()), "freeze": Json((bool, list)),
+               "pooling": Choice("mtl_deploy.models.module_trunk:POOLINGS"), "example_inputs": Json()},
+    "transformers": {"path": Text(), "freeze": Json((bool, list)),
+                     "pooling": Choice("mtl_deploy.models.module_trunk:POOLINGS")},
 })
 SHARING = Variant("scheme", "hard", Choice("mtl_deploy.models.sharing:SCHEMES"), {  # constructor options
     "hard": {},
@@ -76,6 +81,7 @@ class TrainConfig:
     epochs: int = setting(200, Int(1))
     batch_size: int = setting(64, Int(1))
     lr: float = setting(3e-3, Float(0, open=("low",)))
+    backbone_lr: float | None = setting(None, Maybe(Float(0, open=("low",))))  # the trunk's, when it differs (fine-tuning)
     weight_decay: float = setting(0.0, Float(0))
     patience: int = setting(25, Int(1))  # epochs without validation improvement before stopping
     weighting: str = setting("equal", Choice("mtl_deploy.mtl.weighting:WEIGHTINGS"))

@@ -21,6 +21,20 @@ def describe(path: str | Path) -> str:
                              "export or save it again") from None
 
 
+def _trunk(trunk) -> str:
+    """A trunk config in a few words: a user network by its factory, not its whole config."""
+    if not isinstance(trunk, dict) or trunk.get("type") not in ("module", "transformers"):
+        return str(trunk)
+    if trunk["type"] == "transformers":
+        return f"transformers {trunk.get('hf_config', {}).get('model_type')} ({trunk.get('pooling')} pooling)"
+    return f"module {trunk.get('factory')} {trunk.get('kwargs', {})} ({trunk.get('pooling')} pooling)"
+
+
+def _inputs(manifest: dict) -> str:
+    entries = manifest.get("inputs") or [{"name": "x", "dtype": "float32", "shape": ["batch", *manifest["input_shape"]]}]
+    return ", ".join(f"{i['name']} {i['dtype']} {i['shape']}" for i in entries)
+
+
 def _describe(path: Path) -> str:
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist; give a checkpoint or export directory")
@@ -51,8 +65,8 @@ def _describe(path: Path) -> str:
         m = read_manifest(path)
         rows = [[t["name"], t["kind"], t["out_dim"]] for t in m["tasks"]]
         lines = [f"checkpoint {path} (mtl_deploy {m['library_version']}, torch {m['torch_version']})",
-                 f"architecture: {m['architecture']['architecture']}, trunk {m['architecture'].get('trunk')}",
-                 f"input shape: {m['input_shape']}  parameters: {m['parameters']}",
+                 f"architecture: {m['architecture']['architecture']}, trunk {_trunk(m['architecture'].get('trunk'))}",
+                 f"inputs: {_inputs(m)}  parameters: {m['parameters']}",
                  table(["task", "kind", "out_dim"], rows)]
     return "\n".join([*lines, files])
 

@@ -180,6 +180,23 @@ def refuse_unknown(where: str, value: dict, allowed, context: str = "") -> None:
 
 
 @dataclass(frozen=True)
+class Json:
+    """Any JSON value of the given Python types (a factory's keyword arguments, a freeze
+    list or flag), left for the code it is passed to to check in depth."""
+
+    types: tuple[type, ...] = (dict,)
+
+    def describe(self) -> str:
+        return " or ".join({dict: "a JSON object", list: "a list", bool: "true/false"}.get(t, t.__name__)
+                           for t in self.types)
+
+    def check(self, value, where, section=None):
+        if not isinstance(value, self.types):
+            raise refuse(where, self.describe(), value)
+        return value
+
+
+@dataclass(frozen=True)
 class Table:
     """A JSON object whose keys each have a rule; unknown keys are refused, `required`
     keys must be present."""

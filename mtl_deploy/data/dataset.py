@@ -53,6 +53,10 @@ class MultiTaskDataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
 
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The inputs and every task's targets of the rows `index`."""
+        return self.x[index], {name: values[index] for name, values in self.targets.items()}
+
     def subset(self, index: torch.Tensor) -> "MultiTaskDataset":
         return MultiTaskDataset(self.x[index], {k: v[index] for k, v in self.targets.items()}, self.tasks)
 
@@ -86,3 +90,41 @@ def normalization_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     std = x.std(dim=dims, keepdim=True, unbiased=False)[0]
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     return mean, std
+
+
+class UserDataset:
+    """A user's `torch.utils.data.Dataset` as multi-task training data, read lazily: item i
+    is `(inputs, targets)`, inputs a tensor, tuple or dict of tensors (what the model takes),
+    targets a dict task name -> value. Minibatches are collated as a DataLoader would."""
+
+    def __init__(self, dataset, tasks: list[TaskSpec], index: torch.Tensor | None = None):
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise InputError(f"training data must be a map-style torch Dataset (with __len__ and __getitem__), "
+                             f"got {type(dataset).__name__}")
+        self.dataset, self.tasks = dataset, list(tasks)
+        self.index = torch.arange(len(dataset)) if index is None else index
+        if len(self.index) == 0:
+            raise InputError("the dataset has no rows")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, index: torch.Tensor) -> tuple[object, dict[str, torch.Tensor]]:
+        items = [self.dataset[int(i)] for i in self.index[index]]
+        if not all(isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], dict) for item in items):
+            raise InputError("each dataset item must be (inputs, {task name: target})")
+        inputs, targets = torch.utils.data.default_collate(items)
+        missing = [t.name for t in self.tasks if t.name not in targets]
+        if missing:
+            raise InputError(f"dataset items have no targets for task(s) {missing}; they have {sorted(targets)}")
+        return inputs, {t.name: t.prepare_target(torch.as_tensor(targets[t.name])) for t in self.tasks}
+
+    def split(self, val_fraction: float, seed: int) -> tuple["UserDataset", "UserDataset"]:
+        """A seeded random train/validation split of the items."""
+        if not 0.0 < val_fraction < 1.0:
+            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        n_val = max(1, round(len(self) * val_fraction))
+        if n_val >= len(self):
+            raise InputError(f"{len(self)} rows are too few to hold out {val_fraction:.0%} for validation")
+        order = self.index[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))]
+        return UserDataset(self.dataset, self.tasks, order[n_val:]), UserDataset(self.dataset, self.tasks, order[:n_val])

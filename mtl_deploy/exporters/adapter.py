@@ -38,7 +38,7 @@ ADAPTER_ATOL = 1e-4  # unrolled SGD steps accumulate float32 rounding; the contr
 def _rows(model, real: torch.Tensor | None, count: int, seed: int) -> torch.Tensor:
     """`count` rows drawn from the real rows when known, else random on the training scale."""
     if real is None:
-        return random_inputs(model, count, seed)
+        return random_inputs(model, count, seed)["x"]
     return real[torch.randint(len(real), (count,), generator=torch.Generator().manual_seed(seed))]
 
 
@@ -69,7 +69,7 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     """Write `adapter.onnx` + `manifest.json` to `out_dir` once parity is proved."""
     source = export_source(model_or_path, sample_inputs)
     model = fewshot_model(source.model).eval()
-    real = torch.from_numpy(source.input_sets["real"]) if "real" in source.input_sets else None
+    real = torch.from_numpy(source.input_sets["real"]["x"]) if "real" in source.input_sets else None
     steps = model.adaptation["adapt_steps"] if steps is None else steps
     head_lr = model.adaptation.get("head_lr") if lr is None else None  # a given lr is every layer's
     lr = model.adaptation["inner_lr"] if lr is None else lr

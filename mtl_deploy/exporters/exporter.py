@@ -6,6 +6,7 @@ renamed into place: a failed proof leaves no artifact that claims to be good.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
@@ -19,6 +20,7 @@ from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
 from mtl_deploy.atomic import check_output
+from mtl_deploy.trust import trusting
 from mtl_deploy.exporters.triton import export_triton, triton_model_name
 from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, proof_batch_sizes, proof_tolerances
 
@@ -30,7 +32,7 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
            atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
            sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False,
            quantize: str | None = None, max_quantization_error: float = 0.05,
-           triton_name: str | None = None) -> ExportReport:
+           triton_name: str | None = None, trust: Iterable[str] = ()) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     format: `onnx` (default), `adapter` (the on-device adaptation graph of a meta-learned
@@ -45,8 +47,15 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
     by default the rows stored in the checkpoint. Raises `ParityError` when any output
     differs from PyTorch beyond |a - e| <= atol + rtol * |e| in any runtime, input set or
-    batch size.
+    batch size. `trust`: packages whose trunk factory a checkpoint may import (see `load`).
     """
+    with trusting(trust):
+        return _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, sample_inputs, routed,
+                       quantize, max_quantization_error, triton_name)
+
+
+def _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, sample_inputs, routed, quantize,
+            max_quantization_error, triton_name) -> ExportReport:
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
     if routed and format not in ("onnx", "triton"):
@@ -72,7 +81,7 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
         return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol, sample_inputs=sample_inputs)
     source = export_source(model_or_path, sample_inputs)
     if format == "onnx":
-        rows = source.input_sets.get("real", source.input_sets["random"])
+        rows = source.input_sets.get("real") or next(iter(source.input_sets.values()))
         finish = None if quantize is None else (
             lambda staging, manifest: manifest.update(int8=add_int8(staging, manifest, rows, max_quantization_error)))
         return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mtl_deploy.exporters.verify import onnxruntime_session, random_inputs
+from mtl_deploy.models.inputs import signature_of
 from mtl_deploy.timing import median_seconds
 
 
@@ -21,16 +22,17 @@ def median_ms(fn: Callable[[], object], repeats: int = 200, warmup: int = 20) ->
 def serving_latency(model: nn.Module, onnx_path: str | Path, batch_sizes=(1, 64), repeats: int = 200) -> list[dict]:
     """Per batch size: median ms of ONNX Runtime and of PyTorch eager (no_grad), 1 thread each."""
     session = onnxruntime_session(onnx_path, threads=1)
-    input_name = session.get_inputs()[0].name
+    signature = signature_of(model)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
     try:
         for batch in batch_sizes:
-            x = random_inputs(model, batch)
-            feeds = {input_name: np.ascontiguousarray(x.numpy())}
+            inputs = random_inputs(model, batch)
+            feeds = {name: np.ascontiguousarray(value.numpy()) for name, value in inputs.items()}
+            packed = signature.pack(list(inputs.values()))
             with torch.inference_mode():
-                eager = median_ms(lambda: model(x), repeats)
+                eager = median_ms(lambda: model(packed), repeats)
             onnx_ms = median_ms(lambda: session.run(None, feeds), repeats)
             rows.append({"batch": batch, "onnxruntime_ms": onnx_ms, "pytorch_ms": eager})
     finally:

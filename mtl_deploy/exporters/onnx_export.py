@@ -21,10 +21,13 @@ from mtl_deploy.version import __version__
 MODEL_FILE, MANIFEST = "model.onnx", "manifest.json"
 
 
-def _value_info(value: onnx.ValueInfoProto) -> dict:
+def _value_info(value: onnx.ValueInfoProto, ranges: dict[str, list[int]] | None = None) -> dict:
+    """A graph input or output as the manifest lists it; integer inputs also carry the
+    range of values the model takes."""
     tensor = value.type.tensor_type
-    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
-            "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
+    entry = {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+             "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
+    return {**entry, "range": ranges[value.name]} if ranges and value.name in ranges else entry
 
 
 def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: float, rtol: float, batch_sizes,
@@ -33,12 +36,13 @@ def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: 
     (int8 quantization does); it may raise to cancel the whole export."""
     model, names = source.model, source.task_names
     graph = routed_graph(model, names) if routed else multi_output_graph(model, names)
-    proto = trace_onnx(graph.wrapper, graph.example, graph.input_names, graph.output_names, opset)
+    proto = trace_onnx(graph.wrapper, graph.example, graph.input_names, graph.output_names, opset, graph.dynamic_shapes)
+    ranges = {spec.name: [spec.low, spec.high] for spec in source.signature.specs if spec.integer}
     base = source.base_manifest()
     essentials = {
         "format": base["format"], "library_version": __version__, "opset": opset,
         "weights_sha256": base["weights_sha256"], "routed": routed,
-        "inputs": [_value_info(v) for v in proto.graph.input], "outputs": [_value_info(v) for v in proto.graph.output],
+        "inputs": [_value_info(v, ranges) for v in proto.graph.input], "outputs": [_value_info(v) for v in proto.graph.output],
         "tasks": {name: {**spec, **({"output": graph.output_names[0], "id": i} if routed else {})}
                   for i, (name, spec) in enumerate(base["tasks"].items())},
     }

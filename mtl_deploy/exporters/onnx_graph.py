@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
+import traceback
+from pathlib import Path
 import warnings
 
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from mtl_deploy.atomic import make_readable
 from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.models.inputs import Signature
 
-INPUT_NAME = "x"
 TASK_ID_NAME = "task_id"
 ROUTED_OUTPUT = "prediction"
 BATCH_DIM = "batch"
@@ -25,12 +31,12 @@ class TupleOutputs(nn.Module):
     """Expose a dict-returning multi-task model as a tuple in task order (ONNX outputs are
     positional; names are attached by the exporter)."""
 
-    def __init__(self, model: nn.Module, task_names: list[str]):
+    def __init__(self, model: nn.Module, task_names: list[str], signature: Signature):
         super().__init__()
-        self.model, self.task_names = model, list(task_names)
+        self.model, self.task_names, self.signature = model, list(task_names), signature
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(x)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(self.signature.pack(inputs))
         return tuple(outputs[name] for name in self.task_names)
 
 
@@ -53,17 +59,52 @@ def quiet_exporter():
 
 class RoutedOutputs(nn.Module):
     """One output for a batch that mixes tasks: row i is task `task_id[i]`'s prediction.
-    All heads run and a Gather picks each row's own (heads are small next to the trunk)."""
+    All heads run and a Gather picks each row's own (heads are small next to the trunk).
+    Heads of different sizes are zero-padded to the widest: a row of a task with C outputs
+    reads the first C columns."""
 
-    def __init__(self, model: nn.Module, task_names: list[str]):
+    def __init__(self, model: nn.Module, task_names: list[str], signature: Signature):
         super().__init__()
-        self.model, self.task_names = model, list(task_names)
+        self.model, self.task_names, self.signature = model, list(task_names), signature
 
-    def forward(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(x)
-        stacked = torch.stack([outputs[name] for name in self.task_names], dim=1)  # (B, H, C)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *model_inputs, task_id = inputs
+        outputs = self.model(self.signature.pack(model_inputs))
+        width = max(outputs[name].shape[1] for name in self.task_names)
+        stacked = torch.stack([F.pad(outputs[name], (0, width - outputs[name].shape[1]))
+                               for name in self.task_names], dim=1)  # (B, H, C)
         index = task_id.reshape(-1, 1, 1).expand(-1, 1, stacked.shape[2])  # (B, 1, C)
         return torch.gather(stacked, 1, index).squeeze(1)  # (B, C)
+
+
+def _inner(wrapper: nn.Module) -> nn.Module:
+    """The user's network inside the export wrappers, for messages."""
+    model = getattr(wrapper, "model", wrapper)
+    trunk = getattr(model, "trunk", None)
+    return getattr(trunk, "module", model)
+
+
+def _culprit(err: BaseException) -> str:
+    """The line of an exporter error that names what failed (an op, a module, a guard)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for cause in (err.__cause__, err.__context__):
+        if cause is not None:
+            lines += [line.strip() for line in str(cause).splitlines() if line.strip()]
+    for marker in ("Unsupported", "unsupported", "not supported", "aten::", "aten.", "torch.ops", "Could not",
+                   "Constraints violated", "guard"):
+        hit = next((line for line in lines if marker in line), None)
+        if hit:
+            return hit[:300]
+    return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def _write_report(err: BaseException) -> str:
+    """The exporter's whole error, with its chain, in a file the user can read."""
+    handle, path = tempfile.mkstemp(prefix="mtl_deploy-onnx-export-", suffix=".txt")
+    with os.fdopen(handle, "w") as report:
+        report.write("".join(traceback.format_exception(err)))
+    make_readable(Path(path), directory=False)
+    return path
 
 
 def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
@@ -81,9 +122,9 @@ def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_name
                 wrapper.eval(), example, dynamo=True, opset_version=opset, input_names=input_names,
                 output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=False,
             )
-    except Exception as err:  # the exporter raises many types; the user needs the first line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MtlDeployError(f"ONNX export failed: {first}") from err
+    except Exception as err:  # the exporter raises many types; the user needs one line and the full report
+        raise MtlDeployError(f"ONNX export of {type(_inner(wrapper)).__name__} failed: {_culprit(err)} "
+                             f"(full exporter report: {_write_report(err)})") from None
     proto = program.model_proto
     foreign = sorted({node.domain for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
     if foreign:

@@ -16,6 +16,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.exporters.graphs import routed_feeds
 from mtl_deploy.exporters.latency import median_ms
 from mtl_deploy.exporters.verify import check_graph, onnxruntime_session
 
@@ -36,7 +37,7 @@ def output_change(float32: np.ndarray, int8: np.ndarray, kind: str) -> float:
     return float(np.mean(float32.argmax(1) != int8.argmax(1)))
 
 
-def add_int8(staging: Path, manifest: dict, rows: np.ndarray, max_error: float) -> dict:
+def add_int8(staging: Path, manifest: dict, rows: dict[str, np.ndarray], max_error: float) -> dict:
     """Write model.int8.onnx next to model.onnx; return its report for the manifest."""
     source, target = staging / manifest["artifact"], staging / INT8_FILE
     root = logging.getLogger()
@@ -47,9 +48,9 @@ def add_int8(staging: Path, manifest: dict, rows: np.ndarray, max_error: float) 
     finally:
         root.setLevel(level)
     check_graph(target)
-    feeds = {manifest["inputs"][0]["name"]: np.ascontiguousarray(rows[:64], dtype=np.float32)}
+    feeds = {name: np.ascontiguousarray(values[:64]) for name, values in rows.items()}
     if manifest.get("routed"):
-        feeds["task_id"] = np.arange(len(feeds[manifest["inputs"][0]["name"]]), dtype=np.int64) % len(manifest["tasks"])
+        feeds = routed_feeds(feeds, len(manifest["tasks"]))
     sessions = {"float32": onnxruntime_session(source, threads=1), "int8": onnxruntime_session(target, threads=1)}
     names = [o["name"] for o in manifest["outputs"]]
     outputs = {kind: dict(zip(names, s.run(names, feeds))) for kind, s in sessions.items()}

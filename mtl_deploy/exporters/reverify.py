@@ -9,31 +9,35 @@ what catches a graph that was edited and re-hashed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.adapter import ADAPTER_ATOL, OUTPUT, prove_adapter
-from mtl_deploy.exporters.graphs import mixed_task_ids, multi_output_graph, routed_graph
-from mtl_deploy.exporters.onnx_graph import INPUT_NAME, TASK_ID_NAME
-from mtl_deploy.exporters.source import weights_hash
+from mtl_deploy.exporters.graphs import multi_output_graph, routed_feeds, routed_graph
+from mtl_deploy.exporters.onnx_graph import TASK_ID_NAME
+from mtl_deploy.exporters.source import proof_input_sets, sample_feeds, weights_hash
 from mtl_deploy.exporters.torch_export import ARTIFACTS, RUNTIMES, reload_artifact, torch_runner
 from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, OutputParity, ParityError, ParityReport,
-                                      check_graph, graph_runners, proof_tolerances, prove_parity, random_inputs,
-                                      record_error, single_input, torch_outputs)
+                                      check_graph, graph_runners, proof_tolerances, prove_parity,
+                                      record_error, same_feeds, torch_outputs)
 from mtl_deploy.meta.adapt import fewshot_model
+from mtl_deploy.models.inputs import PROOF_LENGTHS, InputSpec, Signature, signature_of
 from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest
 
 MAX_FEATURES = 1 << 20  # rows of random inputs are built from the graph's shape: bound it
 
 
 def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
-                  atol: float | None = None, rtol: float | None = None) -> ParityReport:
-    """Check hashes and graph; then re-prove parity: against PyTorch with `checkpoint`,
-    else (ONNX) ONNX Runtime against the ONNX reference evaluator. Raises on any failure."""
+                  atol: float | None = None, rtol: float | None = None, trust: Iterable[str] = ()) -> ParityReport:
+    """Check hashes and graph; then re-prove parity: against PyTorch with `checkpoint`
+    (whose trunk factory may come from the packages in `trust`), else (ONNX) ONNX Runtime
+    against the ONNX reference evaluator. Raises on any failure."""
     export_dir = Path(export_dir)
     manifest = read_export_manifest(export_dir)
     adapter = manifest["format"] == "mtl_deploy.adapter"
@@ -41,7 +45,7 @@ def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
     model_path = artifact_path(export_dir, manifest)
     if sha256_file(model_path) != manifest.get("model_sha256"):
         raise MtlDeployError(f"{model_path} does not match the hash in its manifest: it was changed or is corrupt")
-    loaded = None if checkpoint is None else checkpoints.read(checkpoint)
+    loaded = None if checkpoint is None else checkpoints.read(checkpoint, trust)
     if loaded is not None and weights_hash(loaded.model) != manifest.get("weights_sha256"):
         raise InputError(f"checkpoint {checkpoint} holds other weights than this export was made from"
                          + ("" if manifest.get("weights_sha256") else " (the export records no weights hash: "
@@ -67,6 +71,27 @@ def _checked_graph(model_path: Path, manifest: dict):
     return proto
 
 
+def _graph_signature(proto, manifest: dict) -> Signature:
+    """The graph's own inputs (past `task_id`) as a signature: names, dtypes and axes from
+    the graph, integer ranges from the manifest (a wrong range can only fail the proof)."""
+    ranges = {i.get("name"): i.get("range") for i in manifest["inputs"] if isinstance(i, dict)}
+    specs = []
+    for value in proto.graph.input:
+        if value.name == TASK_ID_NAME:
+            continue
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        shape = tuple(d.dim_param or d.dim_value for d in tensor.shape.dim)
+        fixed = [d for d in shape[1:] if isinstance(d, int)]
+        if any(d < 1 for d in fixed) or int(np.prod(fixed)) * max(PROOF_LENGTHS) > MAX_FEATURES:
+            raise MtlDeployError(f"the graph's input {value.name!r} has no usable row shape {list(shape)}")
+        low, high = ranges.get(value.name) or (0, 2)
+        if not (isinstance(low, int) and isinstance(high, int) and low < high):
+            raise MtlDeployError(f"the manifest's range for input {value.name!r} is not [low, high); export again")
+        specs.append(InputSpec(value.name, dtype, shape, low, high))
+    return Signature(tuple(specs), "dict")
+
+
 def _row_shape(proto, index: int = 0) -> list[int]:
     """A value's shape past its first axis, from the graph itself (fixed sizes only)."""
     dims = proto.graph.input[index].type.tensor_type.shape.dim[1:]
@@ -81,21 +106,21 @@ def _verify_onnx(model_path: Path, manifest: dict, loaded, atol: float, rtol: fl
     runners = graph_runners(model_path, proto)
     routed = bool(manifest.get("routed", False))
     if loaded is None:
-        rows = np.random.default_rng(0).standard_normal((64, *_row_shape(proto))).astype(np.float32)
+        signature = _graph_signature(proto, manifest)
+        sizes = dict.fromkeys(signature.symbolic_axes, PROOF_LENGTHS[0])
+        rows = {name: value.numpy() for name, value in signature.random(64, 0, sizes).items()}
         reference = runners.pop("onnx.reference")
         tasks = len(manifest.get("tasks", {}))
-        make_feeds = (lambda x: {INPUT_NAME: x, TASK_ID_NAME: mixed_task_ids(len(x), tasks)}) if routed else single_input
+        make_feeds = (lambda feeds: routed_feeds(feeds, tasks)) if routed else same_feeds
         return prove_parity(runners, reference, {"random": rows}, DEFAULT_BATCH_SIZES, atol, rtol, make_feeds)
     names = list(manifest["tasks"])
     plan = routed_graph(loaded.model, names) if routed else multi_output_graph(loaded.model, names)
     return prove_parity(runners, plan.expected, _input_sets(loaded), DEFAULT_BATCH_SIZES, atol, rtol, plan.make_feeds)
 
 
-def _input_sets(loaded) -> dict[str, np.ndarray]:
-    input_sets = {"random": random_inputs(loaded.model, 64, seed=1).numpy()}
-    if loaded.sample_inputs is not None:
-        input_sets["real"] = loaded.sample_inputs.numpy()
-    return input_sets
+def _input_sets(loaded) -> dict[str, dict[str, np.ndarray]]:
+    names = [t.name for t in loaded.model.tasks]
+    return proof_input_sets(loaded.model, sample_feeds(loaded.model, loaded.sample_inputs, names))
 
 
 def _verify_torch_artifact(model_path: Path, format: str, manifest: dict, loaded, atol: float,
@@ -106,7 +131,7 @@ def _verify_torch_artifact(model_path: Path, format: str, manifest: dict, loaded
         raise InputError(f"{model_path.parent} is a {format} export: its parity is proved against the PyTorch "
                          f"model, so give the checkpoint: mtl-deploy verify {model_path.parent} --checkpoint CKPT")
     names = list(manifest["tasks"])
-    runner = torch_runner(reload_artifact(format, model_path), names)
+    runner = torch_runner(reload_artifact(format, model_path), names, signature_of(loaded.model).names)
     return prove_parity({RUNTIMES[format]: runner}, torch_outputs(loaded.model, names), _input_sets(loaded),
                         DEFAULT_BATCH_SIZES, atol, rtol)
 

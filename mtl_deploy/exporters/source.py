@@ -15,8 +15,9 @@ from torch import nn
 from mtl_deploy import checkpoint
 from mtl_deploy.data.loaders import load_inputs
 from mtl_deploy.errors import InputError, MtlDeployError, bounded
-from mtl_deploy.exporters.onnx_graph import BATCH_DIM, INPUT_NAME
-from mtl_deploy.exporters.verify import random_inputs
+from mtl_deploy.exporters.onnx_graph import BATCH_DIM
+from mtl_deploy.exporters.verify import random_feeds
+from mtl_deploy.models.inputs import PROOF_LENGTHS, Signature, signature_of
 from mtl_deploy.version import __version__
 
 EXPORT_FORMAT = "mtl_deploy.export"
@@ -31,7 +32,7 @@ def weights_hash(model: nn.Module) -> str:
 @dataclass
 class ExportSource:
     model: nn.Module
-    input_sets: dict[str, np.ndarray]  # "random" rows on the training scale, "real" rows when known
+    input_sets: dict[str, dict[str, np.ndarray]]  # set name -> input name -> rows: random, and real when known
     checkpoint_manifest: dict | None
     paths: tuple[Path, ...] = ()  # the files it was read from: an export may not overwrite them
 
@@ -51,11 +52,62 @@ class ExportSource:
             "checkpoint": source and {"content_hash": source["content_hash"], "info": source.get("info", {})},
         }
 
+    @property
+    def signature(self) -> Signature:
+        return signature_of(self.model)
+
     def io_manifest(self) -> dict:
-        """Inputs and outputs of a graph that takes `x` and returns one tensor per task."""
-        return {"inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": [BATCH_DIM, *self.model.input_shape]}],
+        """Inputs and outputs of a graph that takes the model's inputs and returns one
+        tensor per task."""
+        return {"inputs": [spec.to_dict() for spec in self.signature.specs],
                 "outputs": [{"name": t.name, "dtype": "float32", "shape": [BATCH_DIM, t.out_dim]}
                             for t in self.model.tasks]}
+
+
+def proof_input_sets(model: nn.Module, real: dict[str, np.ndarray] | None) -> dict[str, dict[str, np.ndarray]]:
+    """What a parity proof runs on: 64 random rows (at each proof length of every symbolic
+    axis: sequences of 5 and 17 tokens), and the real rows when known."""
+    axes = signature_of(model).symbolic_axes
+    if axes:
+        sets = {f"random, {'/'.join(axes)} {n}": random_feeds(model, 64, seed=1, sizes=dict.fromkeys(axes, n))
+                for n in PROOF_LENGTHS}
+    else:
+        sets = {"random": random_feeds(model, 64, seed=1)}
+    return {**sets, **({"real": real} if real is not None else {})}
+
+
+def sample_feeds(model: nn.Module, sample, task_names: list[str]) -> dict[str, np.ndarray] | None:
+    """Real input rows as graph feeds, checked against the model's inputs: a tensor, a
+    tuple or dict of tensors, or a file (.npz: `x`, or one array per input; .csv: the
+    columns that are not tasks)."""
+    if sample is None:
+        return None
+    signature = signature_of(model)
+    if isinstance(sample, (str, Path)):
+        if signature.names == ["x"] and signature.layout == "tensor":
+            sample = load_inputs(sample, model.input_shape, task_names)
+        else:
+            sample = _npz_inputs(Path(sample), signature)
+    try:
+        tensors = signature.coerce(sample)
+    except InputError as err:
+        raise InputError(f"sample inputs do not fit the model: {err}") from None
+    return {name: t.detach().cpu().numpy() for name, t in zip(signature.names, tensors)}
+
+
+def _npz_inputs(path: Path, signature: Signature) -> dict[str, torch.Tensor]:
+    """One array per input name from an `.npz` (never unpickled)."""
+    if not path.is_file():
+        raise InputError(f"sample inputs {str(path)!r} do not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path} is not a readable .npz archive ({str(err)[:120]})") from None
+    missing = [n for n in signature.names if n not in arrays]
+    if missing:
+        raise InputError(f"{path}: no array(s) named {missing}; the model takes {signature.names}")
+    return {spec.name: torch.from_numpy(np.ascontiguousarray(arrays[spec.name])) for spec in signature.specs}
 
 
 def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None = None) -> ExportSource:
@@ -72,14 +124,5 @@ def export_source(model_or_path, sample_inputs: torch.Tensor | str | Path | None
     if broken:
         raise MtlDeployError(f"the model's weights hold NaN or inf ({bounded(broken, 3)}); "
                              "nothing to export: retrain or adapt with a lower learning rate")
-    if isinstance(sample_inputs, (str, Path)):
-        sample_inputs = load_inputs(sample_inputs, model.input_shape, [t.name for t in model.tasks])
-    real = sample_inputs if sample_inputs is not None else stored
-    if real is not None and not torch.isfinite(torch.as_tensor(real).float()).all():
-        raise InputError("sample inputs contain NaN or inf; clean them first")
-    if real is not None and tuple(real.shape[1:]) != tuple(model.input_shape):
-        raise InputError(f"sample inputs have row shape {tuple(real.shape[1:])}, the model takes {model.input_shape}")
-    input_sets = {"random": random_inputs(model, 64, seed=1).numpy()}
-    if real is not None:
-        input_sets["real"] = real.float().numpy()
-    return ExportSource(model, input_sets, manifest, paths)
+    real = sample_feeds(model, sample_inputs if sample_inputs is not None else stored, [t.name for t in model.tasks])
+    return ExportSource(model, proof_input_sets(model, real), manifest, paths)

@@ -21,7 +21,8 @@ import torch
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
 from mtl_deploy.errors import MtlDeployError
-from mtl_deploy.exporters.onnx_graph import BATCH_DIM, TupleOutputs
+from mtl_deploy.exporters.graphs import dynamic_shapes
+from mtl_deploy.exporters.onnx_graph import TupleOutputs
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import ExportSource
 from mtl_deploy.exporters.verify import ParityError, prove_parity, random_inputs, torch_outputs
@@ -30,11 +31,11 @@ ARTIFACTS = {"pt2": "model.pt2", "aoti": "model.aoti.pt2", "torchscript": "model
 RUNTIMES = {"pt2": "torch.export", "aoti": "aotinductor", "torchscript": "torchscript"}
 
 
-def _exported_program(wrapper: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    return torch.export.export(wrapper, (example,), dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},))
+def _exported_program(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    return torch.export.export(wrapper, example, dynamic_shapes=(dynamic_shapes(wrapper.signature),))
 
 
-def _write(format: str, wrapper: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write(format: str, wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
     if format == "pt2":
         torch.export.save(_exported_program(wrapper, example), str(path))
     elif format == "aoti":
@@ -42,7 +43,7 @@ def _write(format: str, wrapper: torch.nn.Module, example: torch.Tensor, path: P
     else:
         with warnings.catch_warnings():  # every torch.jit call warns that it is deprecated
             warnings.simplefilter("ignore")
-            torch.jit.trace(wrapper, example, check_trace=False).save(str(path))
+            torch.jit.trace(wrapper, example, check_trace=False, strict=False).save(str(path))
 
 
 def reload_artifact(format: str, path: Path) -> Callable:
@@ -61,11 +62,11 @@ def reload_artifact(format: str, path: Path) -> Callable:
                              f"({str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})") from None
 
 
-def torch_runner(loaded: Callable, names: list[str]) -> Callable[[dict], dict]:
+def torch_runner(loaded: Callable, names: list[str], input_names: list[str]) -> Callable[[dict], dict]:
     """feeds in, numpy out: a reloaded artifact as one runtime of a parity proof."""
     def run(feeds: dict) -> dict:
         with torch.no_grad():
-            outputs = loaded(torch.from_numpy(feeds["x"]))
+            outputs = loaded(*[torch.from_numpy(feeds[name]) for name in input_names])
         return {name: value.numpy() for name, value in zip(names, outputs)}
     return run
 
@@ -73,14 +74,15 @@ def torch_runner(loaded: Callable, names: list[str]) -> Callable[[dict], dict]:
 def export_torch(source: ExportSource, out_dir: str | Path, format: str, *, atol: float, rtol: float,
                  batch_sizes) -> ExportReport:
     model, names = source.model, source.task_names
-    wrapper = TupleOutputs(model, names).eval()
+    signature = source.signature
+    wrapper = TupleOutputs(model, names, signature).eval()
     with atomic_directory(out_dir, "export", source.paths) as staging:
         path = staging / ARTIFACTS[format]
         try:
-            _write(format, wrapper, random_inputs(model, 4), path)
+            _write(format, wrapper, tuple(random_inputs(model, 4).values()), path)
         except Exception as err:  # tracers and compilers raise many types; the user needs the first line
             raise MtlDeployError(f"{format} export failed: {str(err).strip().splitlines()[0]}") from err
-        run = torch_runner(reload_artifact(format, path), names)
+        run = torch_runner(reload_artifact(format, path), names, signature.names)
         parity = prove_parity({RUNTIMES[format]: run}, torch_outputs(model, names), source.input_sets, batch_sizes,
                               atol, rtol)
         if not parity.passed:

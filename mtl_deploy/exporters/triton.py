@@ -21,7 +21,7 @@ MAX_BATCH_SIZE = 1024
 
 
 def _tensor(entry: dict) -> str:
-    dims = entry["shape"][1:]
+    dims = [-1 if isinstance(d, str) else d for d in entry["shape"][1:]]  # a named axis (sequence) varies
     if not dims:  # a per-row scalar (task_id): Triton wants a dimension, the graph has none
         return (f'  {{ name: "{entry["name"]}" data_type: {TRITON_TYPES[entry["dtype"]]} dims: [ 1 ] '
                 f"reshape: {{ shape: [ ] }} }}")

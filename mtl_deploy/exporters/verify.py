@@ -17,10 +17,12 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
 from torch import nn
 
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.exporters.onnx_graph import INPUT_NAME, STANDARD_DOMAINS
+from mtl_deploy.exporters.onnx_graph import STANDARD_DOMAINS
+from mtl_deploy.models.inputs import signature_of
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
@@ -119,10 +121,22 @@ def onnxruntime_session(path: str | Path, threads: int = 0) -> ort.InferenceSess
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class GatherElements(OpRun):
+    """ONNX GatherElements as `np.take_along_axis`: the reference evaluator's own falls back
+    to a row loop that is wrong when the gathered axis has more than 32 entries."""
+
+    op_domain = ""
+
+    def _run(self, data, indices, axis=None):
+        axis = 0 if axis is None else int(axis)
+        indices = np.where(indices < 0, indices + data.shape[axis], indices)
+        return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
+
+
 def graph_runners(path: str | Path, proto: onnx.ModelProto) -> dict[str, Callable[[dict], Outputs]]:
     """Runtime name -> function(feeds) -> outputs, for each runtime that checks the graph."""
     session = onnxruntime_session(path)
-    reference = ReferenceEvaluator(proto)
+    reference = ReferenceEvaluator(proto, new_ops=[GatherElements])
     names = [o.name for o in proto.graph.output]
     return {
         "onnxruntime": lambda feeds: dict(zip(names, session.run(names, feeds))),
@@ -130,43 +144,55 @@ def graph_runners(path: str | Path, proto: onnx.ModelProto) -> dict[str, Callabl
     }
 
 
-def random_inputs(model: nn.Module, rows: int, seed: int = 0) -> torch.Tensor:
-    """Rows on the scale the model was trained on: mean + std * N(0, 1) per feature."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((rows, *model.input_shape), generator=gen)
+def random_inputs(model: nn.Module, rows: int, seed: int = 0, sizes: dict[str, int] | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Input name -> `rows` random rows: floats on the scale the model was trained on
+    (mean + std * N(0, 1) per feature), integers drawn from each input's range, every
+    symbolic axis at `sizes` (see `Signature.random`)."""
     normalize = getattr(model, "normalize", None)
-    return x if normalize is None else normalize.mean + normalize.std * x
+    scale = None if normalize is None else (normalize.mean, normalize.std)
+    return signature_of(model).random(rows, seed, sizes, scale)
+
+
+def random_feeds(model: nn.Module, rows: int, seed: int = 0, sizes: dict[str, int] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """`random_inputs` as numpy arrays, as a graph takes them."""
+    return {name: value.numpy() for name, value in random_inputs(model, rows, seed, sizes).items()}
 
 
 def torch_outputs(model: nn.Module, task_names: list[str]) -> Callable[[dict], Outputs]:
     """feeds in, numpy out: the PyTorch side of a parity check."""
+    signature = signature_of(model)
+
     def run(feeds: dict) -> Outputs:
         with torch.no_grad():
-            outputs = model(torch.from_numpy(feeds[INPUT_NAME]))
+            outputs = model(signature.pack([torch.from_numpy(feeds[name]) for name in signature.names]))
         return {name: outputs[name].numpy() for name in task_names}
     return run
 
 
-def single_input(x: np.ndarray) -> dict:
-    return {INPUT_NAME: x}
+def same_feeds(rows: dict[str, np.ndarray]) -> dict:
+    """A graph whose inputs are exactly the model's."""
+    return dict(rows)
 
 
 def _tile_rows(rows: np.ndarray, batch: int) -> np.ndarray:
     repeats = -(-batch // len(rows))
-    return np.concatenate([rows] * repeats)[:batch]
+    return np.ascontiguousarray(np.concatenate([rows] * repeats)[:batch])
 
 
 def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Callable[[dict], Outputs],
-                 input_sets: dict[str, np.ndarray], batch_sizes=DEFAULT_BATCH_SIZES, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL, make_feeds: Callable[[np.ndarray], dict] = single_input) -> ParityReport:
-    """Run every runner on every input set at every batch size and compare with
-    `expected_fn`; `make_feeds` turns a batch of rows into the graph's inputs."""
+                 input_sets: dict[str, dict[str, np.ndarray]], batch_sizes=DEFAULT_BATCH_SIZES,
+                 atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+                 make_feeds: Callable[[dict], dict] = same_feeds) -> ParityReport:
+    """Run every runner on every input set (input name -> rows) at every batch size and
+    compare with `expected_fn`; `make_feeds` turns a batch of rows into the graph's inputs."""
     if not runners or not input_sets:
         raise InputError("a parity proof needs at least one runtime and one input set")
     report = ParityReport(atol, rtol, proof_batch_sizes(batch_sizes), sorted(input_sets), sorted(runners))
     for kind, rows in input_sets.items():
         for batch in batch_sizes:
-            feeds = make_feeds(np.ascontiguousarray(_tile_rows(rows, batch), dtype=np.float32))
+            feeds = make_feeds({name: _tile_rows(values, batch) for name, values in rows.items()})
             expected = expected_fn(feeds)
             for runtime, run in runners.items():
                 actual = run(feeds)

@@ -7,9 +7,10 @@ from torch import nn
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.models.sharing import SCHEMES
+from mtl_deploy.models.wrapped import WrappedModel
 
-# Every sharing scheme, and the few-shot model.
-ARCHITECTURES: dict[str, type[nn.Module]] = {cls.architecture: cls for cls in [*SCHEMES.values(), FewShotModel]}
+# Every sharing scheme, the few-shot model, and a user's network wrapped.
+ARCHITECTURES: dict[str, type[nn.Module]] = {cls.architecture: cls for cls in [*SCHEMES.values(), FewShotModel, WrappedModel]}
 
 
 def build_model(config: dict) -> nn.Module:

@@ -11,8 +11,10 @@ import math
 import torch
 from torch import nn
 
+from mtl_deploy.models.module_trunk import trunk_from_config
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-TRUNK_TYPES = ("mlp", "conv")
+TRUNK_TYPES = ("mlp", "conv", "module", "transformers")
 CONV_NORMS = ("batch", "none")  # BatchNorm after each convolution, or none
 
 
@@ -91,4 +93,6 @@ def build_trunk(config: dict, input_shape: tuple[int, ...]) -> nn.Module:
             raise ValueError(f"a conv trunk takes (channels, height, width) input, got input shape {input_shape}")
         return ConvTrunk(input_shape[0], list(config.get("channels", [32, 32, 32])), input_shape[1:],
                          config.get("norm", "batch"))
+    if kind in ("module", "transformers"):
+        return trunk_from_config(config)
     raise ValueError(f"unknown trunk type {kind!r}; use one of {', '.join(TRUNK_TYPES)}")

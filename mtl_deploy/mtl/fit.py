@@ -9,8 +9,11 @@ from pathlib import Path
 import torch
 
 from mtl_deploy.checkpoint import write_checkpoint
-from mtl_deploy.config import RunConfig
-from mtl_deploy.data.dataset import MultiTaskDataset, normalization_stats
+from torch import nn
+
+from mtl_deploy.config import RunConfig, TrainConfig
+from mtl_deploy.data.dataset import MultiTaskDataset, UserDataset, normalization_stats
+from mtl_deploy.errors import InputError
 from mtl_deploy.data.loaders import dataset_from_config
 from mtl_deploy.runs.distributed import Group
 from mtl_deploy.models.multitask import MultiTaskBase
@@ -40,6 +43,23 @@ def fit(data: MultiTaskDataset, config: RunConfig, progress: bool = True, run: R
     model.set_normalization(*normalization_stats(train.x))
     result = train_multitask(model, train, val, config.train, progress, run=run, state=state, group=group)
     return Fitted(model, result, train, val)
+
+
+def train(model: nn.Module, data, *, config: TrainConfig | None = None, val=None, val_fraction: float = 0.2,
+          progress: bool = True) -> TrainResult:
+    """Train a model you built (`mtl_deploy.wrap`, or a built-in one) in place on `data`:
+    a `MultiTaskDataset`, or any map-style `torch.utils.data.Dataset` whose items are
+    `(inputs, {task name: target})`, read lazily one minibatch at a time. `val` (same kinds)
+    defaults to a seeded `val_fraction` of `data`. Every weighting and aggregation of
+    `config` applies; `config.backbone_lr` trains the trunk at its own rate."""
+    config = config or TrainConfig()
+    tasks = getattr(model, "tasks", None)
+    if not isinstance(model, nn.Module) or not tasks:
+        raise InputError("train takes an mtl_deploy multi-task model (see mtl_deploy.wrap)")
+    as_data = lambda d: d if isinstance(d, (MultiTaskDataset, UserDataset)) else UserDataset(d, tasks)  # noqa: E731
+    data = as_data(data)
+    train_rows, val_rows = data.split(val_fraction, config.seed) if val is None else (data, as_data(val))
+    return train_multitask(model, train_rows, val_rows, config, progress)
 
 
 def train_run(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,

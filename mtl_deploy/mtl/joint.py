@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mtl_deploy.config import TrainConfig
-from mtl_deploy.data.dataset import MultiTaskDataset
+from mtl_deploy.data.dataset import MultiTaskDataset, UserDataset
 from mtl_deploy.runs.distributed import Group
 from mtl_deploy.errors import InputError
 from mtl_deploy.mtl.metrics import task_metrics
@@ -42,18 +42,37 @@ class TrainResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: MultiTaskDataset, batch_size: int = 1024) -> tuple[float, dict]:
+def evaluate(model: nn.Module, data: MultiTaskDataset | UserDataset, batch_size: int = 1024) -> tuple[float, dict]:
     """Summed validation loss and per-task metrics of `model` on `data`."""
     was_training = model.training
     model.eval()
-    chunks = [model(data.x[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    chunks, target_chunks = [], []
+    for start in range(0, len(data), batch_size):
+        inputs, targets = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+        chunks.append(model(inputs))
+        target_chunks.append(targets)
     model.train(was_training)
     outputs = {t.name: torch.cat([c[t.name] for c in chunks]) for t in data.tasks}
-    loss = sum(float(t.loss(outputs[t.name], data.targets[t.name])) for t in data.tasks)
-    return loss, {t.name: task_metrics(t, outputs[t.name], data.targets[t.name]) for t in data.tasks}
+    targets = {t.name: torch.cat([c[t.name] for c in target_chunks]) for t in data.tasks}
+    loss = sum(float(t.loss(outputs[t.name], targets[t.name])) for t in data.tasks)
+    return loss, {t.name: task_metrics(t, outputs[t.name], targets[t.name]) for t in data.tasks}
 
 
-def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDataset,
+def parameter_groups(model: nn.Module, lr: float, backbone_lr: float | None) -> list[dict]:
+    """The trainable parameters: the trunk at `backbone_lr` when given (fine-tuning a
+    pretrained backbone slower than its new heads), everything else at `lr`. Frozen
+    parameters are left out."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if backbone_lr is None:
+        return [{"params": [p for _, p in trainable], "lr": lr}]
+    trunk = [p for name, p in trainable if name.startswith("trunk.")]
+    if not trunk:
+        raise InputError("train.backbone_lr is set, but the model has no trainable trunk parameters")
+    return [{"params": [p for name, p in trainable if not name.startswith("trunk.")], "lr": lr},
+            {"params": trunk, "lr": backbone_lr}]
+
+
+def train_multitask(model: nn.Module, train: MultiTaskDataset | UserDataset, val: MultiTaskDataset | UserDataset,
                     config: TrainConfig, progress: bool = True, task_losses: TaskLosses | None = None,
                     run: RunDirectory | None = None, state: TrainingState | None = None,
                     group: Group = Group()) -> TrainResult:
@@ -69,7 +88,8 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
     shuffle = torch.Generator().manual_seed(config.seed)
     n_tasks = len(train.tasks)
     weighting = make_weighting(config.weighting, [t.name for t in train.tasks], config.weighting_options)
-    optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=config.lr,
+    optimizer = torch.optim.Adam([*parameter_groups(model, config.lr, config.backbone_lr),
+                                  {"params": list(weighting.parameters()), "lr": config.lr}],
                                  weight_decay=config.weight_decay)
     modules = {"model": model, "weighting": weighting}
     loop = {"step": 0, "epoch": 1, "position": 0, "total": 0.0, "batches": 0, "best_loss": float("inf"),
@@ -94,9 +114,10 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset, val: MultiTaskDat
             rows = tensors["order"][start:start + config.batch_size]
             share = group.share(len(rows))
             mine = rows[share.start:share.stop]
-            outputs = model(train.x[mine])
+            inputs, targets = train.batch(mine)
+            outputs = model(inputs)
             losses = (task_losses(outputs, mine) if task_losses is not None else
-                      {t.name: t.loss(outputs[t.name], train.targets[t.name][mine]) for t in train.tasks})
+                      {t.name: t.loss(outputs[t.name], targets[t.name]) for t in train.tasks})
             step = optimisation_step(model, losses, weighting, optimizer, config.aggregation,
                                      config.aggregation_options, group, len(mine) / len(rows))
             group.broadcast_buffers(model)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +14,24 @@ from mtl_deploy.runtime.predictor import Predictor
 from mtl_deploy.runtime.csv_reader import read_table
 
 
-def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray:
-    """Rows from a `.npy`, or from a `.csv` by the rules of `runtime.csv_reader` (`header`: True
-    the first row names the columns, False it is data, None detected)."""
+def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """Rows from a `.npy`, from a `.csv` by the rules of `runtime.csv_reader` (`header`: True
+    the first row names the columns, False it is data, None detected), or from an `.npz`
+    with one array per model input (never unpickled)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"input file {str(path)!r} does not exist; give a .npy or .csv of rows")
+        raise InputError(f"input file {str(path)!r} does not exist; give a .npy, .npz or .csv of rows")
     if path.suffix == ".csv":
         return read_table(path, header).numbers(dtype=np.float32)
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise InputError(f"{path} could not be read as numbers ({err})") from None
-    raise InputError(f"{path}: unknown input type {path.suffix!r}; use .npy or .csv")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path} could not be read as numbers ({str(err)[:160]})") from None
+    raise InputError(f"{path}: unknown input type {path.suffix!r}; use .npy, .npz or .csv")
 
 
 def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> None:

@@ -84,7 +84,9 @@ def artifact_path(export_dir: str | Path, manifest: dict) -> Path:
 
 
 class Predictor:
-    """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array.
+    """`Predictor(export_dir).predict(x)` -> {task: array}, or one task's array; `x` is an
+    array, or a dict of arrays by input name for a model of several inputs (token ids and
+    attention mask, an image and a feature vector).
     On an adapter export, `Predictor(adapter_dir).adapt(support_x, support_y)` returns a
     predictor bound to the task the support set shows."""
 
@@ -101,24 +103,63 @@ class Predictor:
             raise InputError(f"{export_dir} is a {self.manifest['artifact_format']} export; the runtime serves ONNX "
                              f"exports (mtl-deploy export CKPT --format onnx), load {self.manifest['artifact']} with torch")
         self.session = session_for(artifact_path(export_dir, self.manifest), threads)
-        self.input = self.manifest["inputs"][0]  # routed graphs also take task_id
+        self.inputs = [i for i in self.manifest["inputs"] if i.get("name") != "task_id"]  # routed graphs add task_id
+        self.input = self.inputs[0]
         self.tasks = self.manifest["tasks"]
         self.routed = self.manifest.get("routed", False)
 
     @property
-    def row_shape(self) -> list[int]:
+    def row_shape(self) -> list:
+        """The first input's shape past the batch axis (axis names where sizes vary)."""
         return self.input["shape"][1:]
 
-    def check(self, x) -> np.ndarray:
-        x = numeric_array(x, "inputs")
-        if list(x.shape[1:]) != list(self.row_shape) and list(x.shape) == list(self.row_shape):
-            x = x[None]  # one row without its batch axis
-        if list(x.shape[1:]) != list(self.row_shape):
-            raise InputError(f"inputs have rows of shape {list(x.shape[1:])}; this model takes "
-                             f"{self.row_shape} (input {self.input['name']!r})")
-        if len(x) == 0:
+    def check(self, x) -> dict[str, np.ndarray]:
+        """The graph's feeds from what a caller passed: an array (a model of one input) or
+        a dict of arrays by input name, each checked against the manifest."""
+        if isinstance(x, dict):
+            names = [i["name"] for i in self.inputs]
+            unknown, missing = sorted(set(x) - set(names)), [n for n in names if n not in x]
+            if unknown or missing:
+                raise InputError(f"this model takes inputs {names}; " + (f"missing {missing}" if missing
+                                                                         else f"unknown {unknown}"))
+            given = dict(x)
+        elif len(self.inputs) == 1:
+            given = {self.input["name"]: x}
+        else:
+            raise InputError(f"this model takes {len(self.inputs)} inputs {[i['name'] for i in self.inputs]}; "
+                             "pass a dict of arrays by name")
+        feeds, sizes = {}, {}
+        for entry in self.inputs:
+            feeds[entry["name"]] = self._check_input(entry, given[entry["name"]], sizes, one_input=len(self.inputs) == 1)
+        return feeds
+
+    @staticmethod
+    def _check_input(entry: dict, values, sizes: dict, one_input: bool) -> np.ndarray:
+        name, shape = entry["name"], entry["shape"]
+        array = numeric_array(values, f"input {name!r}" if not one_input else "inputs")
+        fits = lambda a: len(a.shape) == len(shape) and all(  # noqa: E731
+            isinstance(d, str) or d == n for d, n in zip(shape[1:], a.shape[1:]))
+        if one_input and not fits(array) and len(array.shape) == len(shape) - 1:
+            array = array[None]  # one row without its batch axis
+        if not fits(array):
+            raise InputError(f"input {name!r} has shape {list(array.shape)}; this model takes {shape}"
+                             if not one_input else
+                             f"inputs have rows of shape {list(array.shape[1:])}; this model takes {shape[1:]} "
+                             f"(input {name!r})")
+        if len(array) == 0:
             raise InputError("inputs have no rows; give at least one")
-        return np.ascontiguousarray(x, dtype=self.input["dtype"])
+        integer = np.dtype(entry["dtype"]).kind in "iu"
+        if integer and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+            raise InputError(f"input {name!r} takes integers ({entry['dtype']}), got fractional values")
+        if integer and "range" in entry and (array.min() < entry["range"][0] or array.max() >= entry["range"][1]):
+            raise InputError(f"input {name!r} takes values in [{entry['range'][0]}, {entry['range'][1]}), "
+                             f"got {array.min()} to {array.max()}")
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, str):
+                first = sizes.setdefault(dim, (name, array.shape[axis]))
+                if first[1] != array.shape[axis]:
+                    raise InputError(f"axis {dim!r} is {first[1]} in input {first[0]!r} but {array.shape[axis]} in {name!r}")
+        return np.ascontiguousarray(array, dtype=entry["dtype"])
 
     def adapt(self, support_x, support_y):
         """Few-shot adaptation through the adapter graph (see `FewShotAdapter`)."""
@@ -128,25 +169,29 @@ class Predictor:
 
     def predict(self, x, task: str | None = None, task_ids=None):
         """All tasks' outputs as a dict, or `task`'s array. A routed export also takes
-        `task_ids` (one task index per row, see the manifest's `id`s) for a mixed batch."""
+        `task_ids` (one task index per row, see the manifest's `id`s) for a mixed batch; its
+        rows are as wide as the widest head, a narrower task's row in its first `out_dim`
+        columns, zeros after."""
         if self.manifest.get("format") == "mtl_deploy.adapter":
             raise InputError("this is an adapter export: call adapt(support_x, support_y) first, then predict")
         if task is not None and task not in self.tasks:
             raise InputError(f"unknown task {task!r}; this model has {sorted(self.tasks)}")
-        x = self.check(x)
+        feeds = self.check(x)
         if self.routed:
-            return self._predict_routed(x, task, task_ids)
+            return self._predict_routed(feeds, task, task_ids)
         names = [self.tasks[task]["output"]] if task else [o["name"] for o in self.manifest["outputs"]]
-        outputs = dict(zip(names, finite_outputs(self.session.run(names, {self.input["name"]: x}))))
+        outputs = dict(zip(names, finite_outputs(self.session.run(names, feeds))))
         if task:
             return outputs[self.tasks[task]["output"]]
         return {name: outputs[spec["output"]] for name, spec in self.tasks.items()}
 
-    def _predict_routed(self, x: np.ndarray, task: str | None, task_ids) -> np.ndarray:
+    def _predict_routed(self, feeds: dict[str, np.ndarray], task: str | None, task_ids) -> np.ndarray:
         if (task is None) == (task_ids is None):
             raise InputError("a routed export needs either task (one task for every row) or task_ids (one per row)")
-        ids = np.full(len(x), self.tasks[task]["id"]) if task else np.asarray(task_ids)
-        if ids.shape != (len(x),) or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self.tasks):
-            raise InputError(f"task_ids must be {len(x)} integers in [0, {len(self.tasks) - 1}]")
+        rows = len(feeds[self.input["name"]])
+        ids = np.full(rows, self.tasks[task]["id"]) if task else np.asarray(task_ids)
+        if ids.shape != (rows,) or ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= len(self.tasks):
+            raise InputError(f"task_ids must be {rows} integers in [0, {len(self.tasks) - 1}]")
         output = self.manifest["outputs"][0]["name"]
-        return finite_outputs(self.session.run([output], {self.input["name"]: x, "task_id": ids.astype(np.int64)}))[0]
+        values = finite_outputs(self.session.run([output], {**feeds, "task_id": ids.astype(np.int64)}))[0]
+        return values[:, :self.tasks[task]["out_dim"]] if task else values  # heads narrower than the widest are padded

@@ -99,7 +99,7 @@ def test_adapter_parity_runs_on_the_checkpoints_real_rows(adapter, tmp_path):
         return
     in_memory = mtl_deploy.load(root / "ckpt")  # a bare model carries no rows: random ones on the training scale
     assert mtl_deploy.export(in_memory, tmp_path / "a", format="adapter").manifest["parity"]["inputs"] == ["random"]
-    with pytest.raises(InputError, match="row shape"):
+    with pytest.raises(InputError, match="shape"):
         mtl_deploy.export(root / "ckpt", tmp_path / "b", format="adapter", sample_inputs=torch.zeros(4, 3))
     assert not (tmp_path / "b").exists()
 

@@ -44,9 +44,22 @@ def test_routed_export_reverifies(routed):
     assert verify_export(root / "export").passed
 
 
-def test_heads_of_different_sizes_cannot_be_routed(checkpoint_dir, tmp_path):
-    with pytest.raises(InputError, match="heads of one output size"):
-        mtl_deploy.export(checkpoint_dir, tmp_path / "r", routed=True)
+def test_heads_of_different_sizes_route_zero_padded(tmp_path):
+    from mtl_deploy.runtime import Predictor
+
+    tasks = [TaskSpec("value", "regression", 1), TaskSpec("kind", "multiclass", 4), TaskSpec("flag", "binary")]
+    torch.manual_seed(0)
+    model = MultiTaskModel((5,), tasks, {"type": "mlp", "hidden": [8]}).eval()
+    report = mtl_deploy.export(model, tmp_path / "r", routed=True)
+    assert report.parity.passed and report.manifest["outputs"][0]["shape"] == ["batch", 4]
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    mixed = Predictor(tmp_path / "r").predict(x, task_ids=[0, 1, 2])
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(x))
+    np.testing.assert_allclose(mixed[0, :1], outputs["value"][0].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(mixed[0, 1:], 0.0)
+    np.testing.assert_allclose(mixed[1], outputs["kind"][1].numpy(), atol=1e-5)
+    assert Predictor(tmp_path / "r").predict(x, task="flag").shape == (3, 1)
 
 
 def test_runtime_predictor_routes_rows(routed):

@@ -1,0 +1,98 @@
+"""A user's network as an mtl_deploy multi-task model: `wrap(trunk, tasks, example_inputs=...)`.
+
+The wrapped model is hard sharing on a `ModuleTrunk`: every task's linear head reads the
+trunk's pooled features, stacked and run through the multi-head kernel like a built-in
+model's. It takes what the examples showed (a tensor, a tuple or a dict of tensors), so
+every export, proof and runtime feature works on it through its `signature`. The network
+does its own input scaling: the wrapped model adds none.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_deploy.data.tasks import TaskSpec
+from mtl_deploy.errors import InputError
+from mtl_deploy.models.heads import TaskHeads
+from mtl_deploy.models.inputs import Signature, example_signature
+from mtl_deploy.models.module_trunk import ModuleTrunk, hf_source, trunk_from_config
+from mtl_deploy.models.multitask import MultiTaskBase
+from mtl_deploy.trust import parse_factory
+
+
+class WrappedModel(MultiTaskBase):
+    """Task heads on any trunk; `forward(inputs)` -> task name -> output."""
+
+    architecture = "wrapped"
+
+    def __init__(self, tasks: list[TaskSpec], trunk: ModuleTrunk):
+        nn.Module.__init__(self)  # no Normalize: the user's network scales its own inputs
+        self.tasks = list(tasks)
+        self.trunk = trunk
+        self.heads = TaskHeads(trunk.out_features, self.tasks)
+
+    @property
+    def signature(self) -> Signature:
+        return self.trunk.signature
+
+    @property
+    def input_shape(self) -> tuple:
+        """The first input's row shape (axis names where sizes vary)."""
+        return tuple(self.signature.specs[0].shape[1:])
+
+    def task_features(self, inputs) -> torch.Tensor:
+        return self.trunk(inputs)
+
+    def config(self) -> dict:
+        return {"architecture": self.architecture, "input_shape": list(self.input_shape),
+                "tasks": [t.to_dict() for t in self.tasks], "trunk": self.trunk.config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "WrappedModel":
+        return cls([TaskSpec.from_dict(t) for t in config["tasks"]], trunk_from_config(config["trunk"]))
+
+
+def _is_transformers_model(trunk) -> bool:
+    return type(trunk).__module__.startswith("transformers.") and hasattr(getattr(trunk, "config", None), "to_dict")
+
+
+def check_tasks(tasks) -> list[TaskSpec]:
+    """A non-empty list of TaskSpec with unique names."""
+    tasks = list(tasks) if isinstance(tasks, (list, tuple)) else None
+    if not tasks or not all(isinstance(t, TaskSpec) for t in tasks):
+        raise InputError("tasks must be a non-empty list of mtl_deploy.TaskSpec")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise InputError(f"task names must be unique, got {names}")
+    return tasks
+
+
+def wrap(trunk: nn.Module, tasks: list[TaskSpec], *, example_inputs, heads=None, pooling: str = "auto",
+         freeze=False, factory: str | None = None, kwargs: dict | None = None,
+         axes: dict[str, dict[int, str]] | None = None) -> WrappedModel:
+    """An mtl_deploy multi-task model on any network.
+
+    `example_inputs` (a tensor, a tuple of tensors or a dict of named tensors, at least 2
+    rows) fixes the input names, dtypes and shapes; axis 1 of 2-D integer inputs is a
+    dynamic `sequence` axis, `axes` names others. `pooling` (see `module_trunk`) turns
+    the trunk's output into features; one linear head per task sits on them (`heads`
+    None; other heads are not supported yet). `freeze`: True, False, or parameter name
+    prefixes. `factory` ("package.module:callable") and `kwargs` say how the trunk is
+    rebuilt, which `save` needs; `export` works without them.
+    """
+    if heads is not None:
+        raise InputError("heads: only the default (one linear head per task, heads=None) is supported")
+    tasks = check_tasks(tasks)
+    if kwargs is not None and factory is None:
+        raise InputError("kwargs without factory: say which callable they are for")
+    source = None
+    if factory is not None:
+        parse_factory(factory)
+        if not isinstance(kwargs or {}, dict):
+            raise InputError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        source = {"type": "module", "factory": factory, "kwargs": dict(kwargs or {})}
+    elif _is_transformers_model(trunk):  # a Hugging Face model describes itself: no factory needed
+        source = hf_source(trunk)
+    signature = example_signature(example_inputs, axes)
+    return WrappedModel(tasks, ModuleTrunk(trunk, signature, pooling, source, freeze, example_inputs))
