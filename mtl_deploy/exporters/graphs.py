@@ -17,7 +17,7 @@ from mtl_deploy.exporters.onnx_graph import ROUTED_OUTPUT, TASK_ID_NAME, RoutedO
 from mtl_deploy.exporters.verify import random_inputs, same_feeds, torch_outputs
 from mtl_deploy.models.inputs import BATCH, Signature, signature_of
 
-ONNX_OPS = {schema.name.lower() for schema in onnx.defs.get_all_schemas()}
+ONNX_OPS = {schema.name for schema in onnx.defs.get_all_schemas()}  # Relu, Sign, ...: case matters
 
 
 @dataclass
@@ -48,7 +48,7 @@ def check_output_names(names: list[str], input_names: list[str]) -> None:
     for name in names:
         if name in input_names:
             raise InputError(f"a task or output may not be named {name!r}: it is the graph's input name; rename it")
-        if name.lower() in ONNX_OPS:
+        if name in ONNX_OPS:
             raise InputError(f"a task or output may not be named {name!r}: it is an ONNX operator's name; rename it")
 
 

@@ -139,7 +139,10 @@ class Signature:
         for spec in self.specs:
             shape = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
             shape[0] = rows
-            if spec.integer:
+            if spec.name == MASK_NAME and spec.integer and len(shape) == 2:  # padding at the end, >= 1 token kept
+                lengths = torch.randint(1, shape[1] + 1, (rows, 1), generator=gen)
+                out[spec.name] = (torch.arange(shape[1]) < lengths).to(DTYPES[spec.dtype])
+            elif spec.integer:
                 out[spec.name] = torch.randint(spec.low, spec.high, shape, generator=gen, dtype=DTYPES[spec.dtype])
             elif spec.dtype == "bool":
                 out[spec.name] = torch.rand(shape, generator=gen) < 0.5

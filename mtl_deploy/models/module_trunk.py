@@ -123,7 +123,7 @@ class ModuleTrunk(nn.Module):
         output = (self.module(**inputs) if layout == "dict" else
                   self.module(*inputs) if layout == "tuple" else self.module(inputs))
         mask = inputs.get(MASK_NAME) if isinstance(inputs, dict) else None
-        return features_of(output, self.pooling, mask)
+        return features_of(output, self.pooling, mask).contiguous()  # the head kernel reads rows in place
 
     def train(self, mode: bool = True) -> "ModuleTrunk":
         """Frozen normalisation layers keep their running statistics: they stay in eval mode."""

@@ -9,6 +9,8 @@ does its own input scaling: the wrapped model adds none.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -57,6 +59,14 @@ def _is_transformers_model(trunk) -> bool:
     return type(trunk).__module__.startswith("transformers.") and hasattr(getattr(trunk, "config", None), "to_dict")
 
 
+def _vocabulary_ranges(signature: Signature, config) -> Signature:
+    """Token ids range over the model's vocabulary, not just the ids the examples held."""
+    sizes = {"input_ids": getattr(config, "vocab_size", None), "token_type_ids": getattr(config, "type_vocab_size", None)}
+    return Signature(tuple(dataclasses.replace(spec, low=0, high=int(sizes[spec.name]))
+                           if spec.integer and sizes.get(spec.name) else spec for spec in signature.specs),
+                     signature.layout)
+
+
 def check_tasks(tasks) -> list[TaskSpec]:
     """A non-empty list of TaskSpec with unique names."""
     tasks = list(tasks) if isinstance(tasks, (list, tuple)) else None
@@ -95,4 +105,6 @@ def wrap(trunk: nn.Module, tasks: list[TaskSpec], *, example_inputs, heads=None,
     elif _is_transformers_model(trunk):  # a Hugging Face model describes itself: no factory needed
         source = hf_source(trunk)
     signature = example_signature(example_inputs, axes)
+    if _is_transformers_model(trunk):
+        signature = _vocabulary_ranges(signature, trunk.config)
     return WrappedModel(tasks, ModuleTrunk(trunk, signature, pooling, source, freeze, example_inputs))
