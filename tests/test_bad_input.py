@@ -211,7 +211,6 @@ EXPORT_ROWS = [
     cli("export-atol-nan", 2, "atol|tolerance", "export", "{ckpt}", "--atol", "nan", "--out", NEW),
     cli("export-atol-negative", 2, "atol|tolerance", "export", "{ckpt}", "--atol=-1", "--out", NEW),
     cli("export-rtol-inf", 2, "rtol|tolerance", "export", "{ckpt}", "--rtol", "inf", "--out", NEW),
-    cli("export-routed-heads-differ", 2, "heads", "export", "{ckpt}", "--routed", "--out", NEW),
     cli("export-routed-pt2", 2, "routed", "export", "{ckpt}", "--routed", "--format", "pt2", "--out", NEW),
     cli("export-quantize-unknown", 2, "int4", "export", "{ckpt}", "--quantize", "int4", "--out", NEW),
     cli("export-quantize-pt2", 2, "quantize", "export", "{ckpt}", "--quantize", "int8", "--format", "pt2",

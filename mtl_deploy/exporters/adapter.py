@@ -26,7 +26,6 @@ from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport
                                       graph_runners, random_inputs, record_error)
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.meta.adapt import adapt, fewshot_model
-from mtl_deploy.meta.metric import SUPPORT_BUFFERS
 from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.version import __version__
 
@@ -133,7 +132,4 @@ def prove_adapter(runners: dict, model: FewShotModel, steps: int, lr: float, rea
 
 def _with_ways(model: FewShotModel, ways: int) -> FewShotModel:
     """The same metric model as a `ways`-way one (a metric head has no weights to resize)."""
-    task = TaskSpec(model.task.name, "multiclass", ways).to_dict()
-    twin = FewShotModel.from_config({**model.config(), "tasks": [task]})
-    twin.load_state_dict({k: v for k, v in model.state_dict().items() if k not in SUPPORT_BUFFERS}, strict=False)
-    return twin.eval()
+    return model.reheaded(task=TaskSpec(model.task.name, "multiclass", ways)).eval()

@@ -11,7 +11,6 @@ from mtl_deploy.data.episodes import Episodes
 from mtl_deploy.models.fewshot import FewShotModel, matching_log_probs, squared_distances
 
 
-SUPPORT_BUFFERS = ("prototypes", "support", "support_onehot")
 
 
 def _embed_tasks(model: FewShotModel, x: torch.Tensor) -> torch.Tensor:
@@ -48,9 +47,7 @@ def with_support(model: FewShotModel, algorithm: str, support_x: torch.Tensor, s
     ways = model.task.out_dim
     embeddings = model.eval().embed(support_x)  # (S, F)
     head = "prototypes" if algorithm == "protonet" else "matching"
-    adapted = type(model).from_config({**model.config(), "head": head, "support_size": len(support_x)})
-    trunk_state = {k: v for k, v in model.state_dict().items() if k not in SUPPORT_BUFFERS}
-    adapted.load_state_dict(trunk_state, strict=False)  # the support buffers are filled below
+    adapted = model.reheaded(head=head, support_size=len(support_x))  # the support buffers are filled below
     if head == "prototypes":
         adapted.prototypes.copy_(prototypes(embeddings[None], support_y[None], ways)[0])
     else:

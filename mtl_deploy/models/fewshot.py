@@ -9,6 +9,8 @@ matmuls (‖q‖² − 2q·p + ‖p‖², normalised dot products) so the export
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,7 @@ from mtl_deploy.models.multitask import Normalize
 from mtl_deploy.models.trunks import MLPTrunk, build_trunk
 
 HEADS = ("linear", "prototypes", "matching")
+SUPPORT_BUFFERS = ("prototypes", "support", "support_onehot")  # what a metric head holds of a support set
 MATCHING_SCALE = 10.0  # cosine similarities lie in [-1, 1]; scale them before the softmax
 PROTOTYPE_SCALE = 1.0  # Prototypical Networks' logits are plain negative squared distances
 
@@ -42,7 +45,7 @@ def matching_log_probs(queries: torch.Tensor, support: torch.Tensor, support_one
 class FewShotModel(nn.Module):
     architecture = "fewshot"
 
-    def __init__(self, input_shape: tuple[int, ...], task: TaskSpec, trunk: dict, head: str = "linear",
+    def __init__(self, input_shape: tuple[int, ...], task: TaskSpec, trunk: dict | nn.Module, head: str = "linear",
                  support_size: int = 0, learned_lr: bool = False, adaptation: dict | None = None,
                  learned_scale: bool = False):
         super().__init__()
@@ -52,7 +55,7 @@ class FewShotModel(nn.Module):
         # how this model adapts to a new task: {"algorithm", "inner_lr", "adapt_steps"}
         self.adaptation = dict(adaptation or {})
         self.normalize = Normalize(self.input_shape)
-        self.trunk = build_trunk(trunk, self.input_shape)
+        self.trunk = trunk if isinstance(trunk, nn.Module) else build_trunk(trunk, self.input_shape)
         self.head = nn.Linear(self.trunk.out_features, task.out_dim) if head == "linear" else None
         ways, width = task.out_dim, self.trunk.out_features
         self.register_buffer("prototypes", torch.zeros(ways, width) if head == "prototypes" else None)
@@ -116,6 +119,18 @@ class FewShotModel(nn.Module):
                 "learned_lr": self.inner_lrs is not None, "adaptation": self.adaptation,
                 "learned_scale": self.scale is not None}
 
+    def reheaded(self, task: TaskSpec | None = None, head: str | None = None, support_size: int = 0) -> "FewShotModel":
+        """A copy with another task or head (a metric head sized for a support set), the
+        network and every other weight kept; the support buffers start empty. The trunk
+        is copied as a module, so a user's network needs no factory for it."""
+        twin = FewShotModel(self.input_shape, task or self.task, copy.deepcopy(self.trunk), head or self.head_kind,
+                            support_size, self.inner_lrs is not None, self.adaptation, self.scale is not None)
+        kept = {k: v for k, v in self.state_dict().items() if k not in SUPPORT_BUFFERS}
+        if twin.head is not None and self.head is not None and twin.head.weight.shape != self.head.weight.shape:
+            kept = {k: v for k, v in kept.items() if not k.startswith("head.")}
+        twin.load_state_dict(kept, strict=False)
+        return twin
+
     @classmethod
     def from_config(cls, config: dict) -> "FewShotModel":
         return cls(tuple(config["input_shape"]), TaskSpec.from_dict(config["tasks"][0]), config["trunk"],
@@ -150,3 +165,38 @@ def check_support(model: FewShotModel, support_x: torch.Tensor, support_y: torch
         if missing:
             raise InputError(f"class(es) {bounded(missing)} have no support example; "
                              f"a {ways}-way model needs every class")
+
+
+FEWSHOT_HEADS = {"prototypes": "protonet", "matching": "matching", "finetune": "anil"}
+
+
+def fewshot(backbone: nn.Module, head: str = "prototypes", *, example_inputs: torch.Tensor, ways: int = 5,
+            steps: int = 50, lr: float = 0.1, pooling: str = "auto", factory: str | None = None,
+            kwargs: dict | None = None, task: str = "class") -> FewShotModel:
+    """A few-shot classifier around any frozen backbone, with no meta-training: class
+    prototypes, Matching Networks attention over the support embeddings, or `finetune`, a
+    logistic head trained from zero on the frozen embeddings for `steps` SGD steps at `lr`
+    (ANIL's inner loop, on the fused kernel). `example_inputs` (one float tensor, at least
+    2 rows) fixes the input shape. It adapts with `mtl_deploy.adapt`, exports as an
+    adapter graph, and can be meta-fine-tuned by the learners like any few-shot model.
+    `factory`/`kwargs` say how the backbone is rebuilt, which `save` needs."""
+    from mtl_deploy.models.inputs import example_signature
+    from mtl_deploy.models.module_trunk import ModuleTrunk
+    from mtl_deploy.trust import parse_factory
+
+    if head not in FEWSHOT_HEADS:
+        raise InputError(f"unknown few-shot head {head!r}; use one of {', '.join(FEWSHOT_HEADS)}")
+    signature = example_signature(example_inputs)
+    if signature.layout != "tensor" or signature.specs[0].integer or any(isinstance(d, str) for d in signature.specs[0].shape[1:]):
+        raise InputError("a few-shot backbone takes one float tensor of fixed row shape (support sets are arrays)")
+    if factory is not None:
+        parse_factory(factory)
+    source = None if factory is None else {"type": "module", "factory": factory, "kwargs": dict(kwargs or {})}
+    trunk = ModuleTrunk(backbone, signature, pooling, source, freeze=True, example=example_inputs)
+    adaptation = {"algorithm": FEWSHOT_HEADS[head], "inner_lr": float(lr), "adapt_steps": int(steps)}
+    model = FewShotModel(tuple(example_inputs.shape[1:]), TaskSpec(task, "multiclass", ways), trunk,
+                         "linear" if head == "finetune" else head, adaptation=adaptation)
+    if model.head is not None:
+        nn.init.zeros_(model.head.weight)  # logistic regression from zero: every class equally likely
+        nn.init.zeros_(model.head.bias)
+    return model.eval()
