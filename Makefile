@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/per_task_gradients.py
 	$(PY) benchmarks/distributed_throughput.py
+	$(PY) benchmarks/wrapped_overhead.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out mtl_deploy/*.so

@@ -24,6 +24,8 @@ def run(*args):
     ("quickstart.py", [], "max abs error vs ONNX Runtime"),
     ("csv_data.py", [], "'churn': {'accuracy'"),
     ("few_shot_adaptation.py", [50], "export parity passed: True"),
+    ("own_model.py", [], "proved on random, sequence 17, random, sequence 5 at batches [1, 3, 16]"),
+    ("pretrained_backbone_fewshot.py", [], "finetune   5-way 2-shot accuracy 1.00; adapter parity True"),
 ])
 def test_example_runs(script, args, expected, tmp_path):
     assert expected in run(EXAMPLES / script, tmp_path, *args)

@@ -31,10 +31,14 @@ class GraphPlan:
     expected: Callable[[dict], dict]
 
 
-def dynamic_shapes(signature: Signature) -> tuple[dict, ...]:
+def dynamic_shapes(signature: Signature, named: bool = True) -> tuple[dict, ...]:
     """Per input, its symbolic axes as `torch.export.Dim`s; one Dim per axis name, so
-    inputs that share an axis (token ids and their mask) share its size."""
-    dims = {name: torch.export.Dim(name) for name in [BATCH, *signature.symbolic_axes]}
+    inputs that share an axis (token ids and their mask) share its size (ONNX names its
+    axes after them). `named=False` lets torch.export find each axis's range itself
+    (`Dim.DYNAMIC`: a sequence bounded by the model's position table), for the formats
+    whose axes carry no names."""
+    dims = {name: torch.export.Dim(name) if named else torch.export.Dim.DYNAMIC
+            for name in [BATCH, *signature.symbolic_axes]}
     return tuple({axis: dims[d] for axis, d in enumerate(spec.shape) if isinstance(d, str)}
                  for spec in signature.specs)
 

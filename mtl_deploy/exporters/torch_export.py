@@ -32,7 +32,7 @@ RUNTIMES = {"pt2": "torch.export", "aoti": "aotinductor", "torchscript": "torchs
 
 
 def _exported_program(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    return torch.export.export(wrapper, example, dynamic_shapes=(dynamic_shapes(wrapper.signature),))
+    return torch.export.export(wrapper, example, dynamic_shapes=(dynamic_shapes(wrapper.signature, named=False),))
 
 
 def _write(format: str, wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:

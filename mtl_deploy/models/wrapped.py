@@ -78,7 +78,7 @@ def check_tasks(tasks) -> list[TaskSpec]:
     return tasks
 
 
-def wrap(trunk: nn.Module, tasks: list[TaskSpec], *, example_inputs, heads=None, pooling: str = "auto",
+def wrap(trunk: nn.Module | dict, tasks: list[TaskSpec], *, example_inputs=None, heads=None, pooling: str = "auto",
          freeze=False, factory: str | None = None, kwargs: dict | None = None,
          axes: dict[str, dict[int, str]] | None = None) -> WrappedModel:
     """An mtl_deploy multi-task model on any network.
@@ -90,10 +90,19 @@ def wrap(trunk: nn.Module, tasks: list[TaskSpec], *, example_inputs, heads=None,
     None; other heads are not supported yet). `freeze`: True, False, or parameter name
     prefixes. `factory` ("package.module:callable") and `kwargs` say how the trunk is
     rebuilt, which `save` needs; `export` works without them.
+
+    `trunk` may also be a trunk config: `{"type": "transformers", "path": DIR, "pooling":
+    "cls"}` reads a local Hugging Face model directory (config.json and safetensors, no
+    network), inputs `input_ids` and `attention_mask`; `{"type": "module", "factory": ...}`
+    builds a trusted factory's network (see `module_trunk.trunk_from_config`).
     """
     if heads is not None:
         raise InputError("heads: only the default (one linear head per task, heads=None) is supported")
     tasks = check_tasks(tasks)
+    if isinstance(trunk, dict):
+        return WrappedModel(tasks, trunk_from_config(trunk))
+    if example_inputs is None:
+        raise InputError("wrap needs example_inputs for a network (a tensor, tuple or dict of tensors)")
     if kwargs is not None and factory is None:
         raise InputError("kwargs without factory: say which callable they are for")
     source = None

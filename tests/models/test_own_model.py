@@ -149,6 +149,9 @@ def test_bert_exports_with_parity_at_several_batches_and_lengths(bert_run, monke
     triton = mtl_deploy.export(root / "ckpt", root / "repo", format="triton", triton_name="bert", batch_sizes=[1, 3])
     config = (root / "repo" / "bert" / "config.pbtxt").read_text()
     assert 'name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ]' in config and triton.parity.passed
+    for format in ("pt2", "torchscript"):  # torch.export bounds the sequence by the position table itself
+        torch_format = mtl_deploy.export(root / "ckpt", root / format, format=format, batch_sizes=[1, 3])
+        assert torch_format.parity.passed and "random, sequence 17" in torch_format.parity.inputs
 
 
 def test_bert_export_is_served_from_token_ids_without_torch(bert_run, tmp_path, monkeypatch):
@@ -344,3 +347,31 @@ def test_trunk_weights_that_do_not_fit_the_factory_are_refused(nets, tmp_path):
     save_file(mynets.TwoInputResNet(width=8).state_dict(), tmp_path / "w.safetensors")
     with trusting(["mynets"]):
         assert trunk_from_config(config).out_features == 16
+
+
+def test_a_local_hugging_face_directory_is_a_trunk_config(tmp_path, monkeypatch):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(2)
+    BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(tmp_path / "hf")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True, raising=False)
+    model = mtl_deploy.wrap({"type": "transformers", "path": str(tmp_path / "hf"), "pooling": "mean"}, TEXT_TASKS)
+    assert model.signature.names == ["input_ids", "attention_mask"]
+    assert model.signature.specs[0].high == 40
+    report = mtl_deploy.export(model, tmp_path / "onnx", batch_sizes=[1, 3])
+    assert report.parity.passed and "random, sequence 17" in report.parity.inputs
+    with pytest.raises(InputError, match="no config.json"):
+        mtl_deploy.wrap({"type": "transformers", "path": str(tmp_path)}, TEXT_TASKS)
+
+
+def test_the_cli_needs_trust_for_a_user_factory(bert_run, nets, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_deploy.cli import app
+
+    _, _, _, root = bert_run
+    refused = CliRunner().invoke(app, ["export", str(root / "ckpt"), "--out", str(tmp_path / "e")])
+    assert refused.exit_code == 2 and "--trust mynets" in refused.output and not (tmp_path / "e").exists()
+    done = CliRunner().invoke(app, ["export", str(root / "ckpt"), "--out", str(tmp_path / "e"), "--trust", "mynets"])
+    assert done.exit_code == 0, done.output
