@@ -13,6 +13,7 @@ read into the stacked layout when they load.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtl_deploy import ops
@@ -55,6 +56,11 @@ class TaskHeads(nn.Module):
 
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
         outputs: dict[str, torch.Tensor] = {}
+        if isinstance(features, torch.Tensor) and torch.compiler.is_exporting():
+            # an exported graph gets one Gemm per head, with no stack to build and split again
+            outputs = {name: F.linear(features, stack.weight[i], stack.bias[i]) for stack in self.stacks.values()
+                       for i, name in enumerate(stack.names)}
+            return {name: outputs[name] for name in self.task_names}
         for stack in self.stacks.values():
             if isinstance(features, torch.Tensor):
                 every = ops.multihead_linear(features, stack.weight, stack.bias)  # (B, H, C)

@@ -44,6 +44,8 @@ def check_rebuildable(model: nn.Module) -> None:
 
 def features_of(output, pooling: str, mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, D) features from what a network returned."""
+    if isinstance(output, torch.Tensor) and output.dim() == 2 and pooling in ("auto", "flatten"):
+        return output  # the common case, before any attribute lookup on a tensor
     pooled = getattr(output, "pooler_output", None)
     if pooling == "pooler" or (pooling == "auto" and isinstance(pooled, torch.Tensor)):
         if not isinstance(pooled, torch.Tensor):
@@ -123,7 +125,8 @@ class ModuleTrunk(nn.Module):
         output = (self.module(**inputs) if layout == "dict" else
                   self.module(*inputs) if layout == "tuple" else self.module(inputs))
         mask = inputs.get(MASK_NAME) if isinstance(inputs, dict) else None
-        return features_of(output, self.pooling, mask).contiguous()  # the head kernel reads rows in place
+        features = features_of(output, self.pooling, mask)
+        return features if features.is_contiguous() else features.contiguous()  # the head kernel reads rows in place
 
     def train(self, mode: bool = True) -> "ModuleTrunk":
         """Frozen normalisation layers keep their running statistics: they stay in eval mode."""
