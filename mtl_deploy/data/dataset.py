@@ -15,6 +15,17 @@ from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
 
 
+def split_rows(rows: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (train, validation) row indices, at least one row on each side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    n_val = max(1, round(rows * val_fraction))
+    if n_val >= rows:
+        raise InputError(f"{rows} rows are too few to hold out {val_fraction:.0%} for validation")
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:], order[:n_val]
+
+
 @dataclass
 class MultiTaskDataset:
     """Inputs `x` (N, *input_shape) and `targets[task.name]` prepared per `tasks`."""
@@ -70,13 +81,8 @@ class MultiTaskDataset:
 
     def split(self, val_fraction: float, seed: int) -> tuple["MultiTaskDataset", "MultiTaskDataset"]:
         """A seeded random train/validation split."""
-        if not 0.0 < val_fraction < 1.0:
-            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        n_val = max(1, round(len(self) * val_fraction))
-        if n_val >= len(self):
-            raise InputError(f"{len(self)} rows are too few to hold out {val_fraction:.0%} for validation")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return self.subset(order[n_val:]), self.subset(order[:n_val])
+        train, val = split_rows(len(self), val_fraction, seed)
+        return self.subset(train), self.subset(val)
 
 
 def normalization_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,10 +127,5 @@ class UserDataset:
 
     def split(self, val_fraction: float, seed: int) -> tuple["UserDataset", "UserDataset"]:
         """A seeded random train/validation split of the items."""
-        if not 0.0 < val_fraction < 1.0:
-            raise InputError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        n_val = max(1, round(len(self) * val_fraction))
-        if n_val >= len(self):
-            raise InputError(f"{len(self)} rows are too few to hold out {val_fraction:.0%} for validation")
-        order = self.index[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))]
-        return UserDataset(self.dataset, self.tasks, order[n_val:]), UserDataset(self.dataset, self.tasks, order[:n_val])
+        train, val = split_rows(len(self), val_fraction, seed)
+        return UserDataset(self.dataset, self.tasks, self.index[train]), UserDataset(self.dataset, self.tasks, self.index[val])

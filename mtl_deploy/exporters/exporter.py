@@ -11,6 +11,7 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
 
 from mtl_deploy.errors import InputError
 from mtl_deploy.exporters.adapter import ADAPTER_ATOL, export_adapter
@@ -22,6 +23,7 @@ from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
 from mtl_deploy.atomic import check_output
 from mtl_deploy.trust import trusting
 from mtl_deploy.exporters.triton import export_triton, triton_model_name
+from mtl_deploy.models.foreign import ForeignModel
 from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, proof_batch_sizes, proof_tolerances
 
 FORMATS = ("onnx", "adapter", "triton", *ARTIFACTS)
@@ -32,7 +34,8 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
            atol: float | None = None, rtol: float | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
            sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False,
            quantize: str | None = None, max_quantization_error: float = 0.05,
-           triton_name: str | None = None, trust: Iterable[str] = ()) -> ExportReport:
+           triton_name: str | None = None, trust: Iterable[str] = (), example_inputs=None,
+           output_names: list[str] | None = None) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     format: `onnx` (default), `adapter` (the on-device adaptation graph of a meta-learned
@@ -48,7 +51,21 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     by default the rows stored in the checkpoint. Raises `ParityError` when any output
     differs from PyTorch beyond |a - e| <= atol + rtol * |e| in any runtime, input set or
     batch size. `trust`: packages whose trunk factory a checkpoint may import (see `load`).
+
+    Any other `nn.Module` exports as it is with `example_inputs` (a tensor, tuple or dict of
+    tensors) when its forward returns a tensor, a tuple or a dict of tensors; `output_names`
+    names a tuple's outputs (formats onnx, triton, pt2, aoti, torchscript).
     """
+    if isinstance(model_or_path, nn.Module) and not hasattr(model_or_path, "tasks"):
+        if example_inputs is None:
+            raise InputError(f"{type(model_or_path).__name__} is not an mtl_deploy model: give example_inputs "
+                             "(and output_names) to export it as it is, or mtl_deploy.wrap it")
+        if routed or format == "adapter":
+            raise InputError("--routed and --format adapter need an mtl_deploy model; wrap the module first")
+        model_or_path = ForeignModel(model_or_path.eval(), example_inputs, output_names)
+    elif example_inputs is not None or output_names is not None:
+        raise InputError("example_inputs and output_names are for a module mtl_deploy did not build; "
+                         "this model knows its own")
     with trusting(trust):
         return _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, sample_inputs, routed,
                        quantize, max_quantization_error, triton_name)

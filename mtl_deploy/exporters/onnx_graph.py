@@ -78,10 +78,13 @@ class RoutedOutputs(nn.Module):
 
 
 def _inner(wrapper: nn.Module) -> nn.Module:
-    """The user's network inside the export wrappers, for messages."""
+    """The user's network inside the export wrappers (a wrapped trunk, a module exported as
+    it is), for messages."""
     model = getattr(wrapper, "model", wrapper)
-    trunk = getattr(model, "trunk", None)
-    return getattr(trunk, "module", model)
+    for inner in (getattr(getattr(model, "trunk", None), "module", None), getattr(model, "module", None)):
+        if isinstance(inner, nn.Module):
+            return inner
+    return model
 
 
 def _culprit(err: BaseException) -> str:

@@ -30,7 +30,7 @@ class QuantizationError(MtlDeployError):
 def output_change(float32: np.ndarray, int8: np.ndarray, kind: str) -> float:
     """Regression: RMS error over the float32 outputs' standard deviation. Classes: the
     share of rows whose argmax (or sign, for one logit) changes."""
-    if kind == "regression":
+    if kind in ("regression", "values"):
         return float(np.sqrt(np.mean((int8 - float32) ** 2)) / (float32.std() + 1e-12))
     if float32.shape[1] == 1:
         return float(np.mean((float32[:, 0] > 0) != (int8[:, 0] > 0)))

@@ -47,7 +47,8 @@ class ExportSource:
             "format": EXPORT_FORMAT, "library_version": __version__, "torch_version": torch.__version__,
             "weights_sha256": weights_hash(model), "batch_axis": BATCH_DIM,
             "tasks": {t.name: {"output": t.name, "kind": t.kind, "out_dim": t.out_dim,
-                               "values": "values" if t.kind == "regression" else "logits"} for t in model.tasks},
+                               "values": "values" if t.kind in ("regression", "values") else "logits"}
+                      for t in model.tasks},
             "architecture": model.config(), "parameters": sum(p.numel() for p in model.parameters()),
             "checkpoint": source and {"content_hash": source["content_hash"], "info": source.get("info", {})},
         }
@@ -60,7 +61,7 @@ class ExportSource:
         """Inputs and outputs of a graph that takes the model's inputs and returns one
         tensor per task."""
         return {"inputs": [spec.to_dict() for spec in self.signature.specs],
-                "outputs": [{"name": t.name, "dtype": "float32", "shape": [BATCH_DIM, t.out_dim]}
+                "outputs": [{"name": t.name, "dtype": "float32", "shape": [BATCH_DIM, *getattr(t, "shape", [t.out_dim])]}
                             for t in self.model.tasks]}
 
 

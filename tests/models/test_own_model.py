@@ -375,3 +375,50 @@ def test_the_cli_needs_trust_for_a_user_factory(bert_run, nets, tmp_path):
     assert refused.exit_code == 2 and "--trust mynets" in refused.output and not (tmp_path / "e").exists()
     done = CliRunner().invoke(app, ["export", str(root / "ckpt"), "--out", str(tmp_path / "e"), "--trust", "mynets"])
     assert done.exit_code == 0, done.output
+
+
+class Branchy(torch.nn.Module):
+    """Python control flow on a value: torch.export cannot trace it."""
+
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x - 1
+
+
+def test_any_module_exports_as_it_is_with_its_own_outputs(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from mtl_deploy.runtime import Predictor
+
+    torch.manual_seed(3)
+    bert = BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32))
+    example = {"input_ids": torch.randint(0, 40, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.int64)}
+    report = mtl_deploy.export(bert, tmp_path / "bert", example_inputs=example, batch_sizes=[1, 3])
+    assert report.parity.passed and set(report.parity.outputs) == {"last_hidden_state", "pooler_output"}
+    assert report.manifest["outputs"][0]["shape"] == ["batch", "sequence", 16]
+    tokens = {"input_ids": np.array([[1, 2, 3, 4, 5, 6, 7]]), "attention_mask": np.ones((1, 7), np.int64)}
+    with torch.no_grad():
+        want = bert(**{k: torch.from_numpy(v) for k, v in tokens.items()}).last_hidden_state.numpy()
+    got = Predictor(tmp_path / "bert").predict(tokens)["last_hidden_state"]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+    pair = torch.nn.Bilinear(3, 4, 2)
+    named = mtl_deploy.export(torch.nn.ModuleList([pair])[0], tmp_path / "pair", format="pt2",
+                              example_inputs=(torch.randn(4, 3), torch.randn(4, 4)), output_names=["score"])
+    assert named.parity.passed and [o["name"] for o in named.manifest["outputs"]] == ["score"]
+    with pytest.raises(InputError, match="give example_inputs"):
+        mtl_deploy.export(pair, tmp_path / "none")
+    with pytest.raises(InputError, match="output_names has 2 names"):
+        mtl_deploy.export(pair, tmp_path / "none", example_inputs=(torch.randn(4, 3), torch.randn(4, 4)),
+                          output_names=["a", "b"])
+
+
+def test_a_module_the_exporter_cannot_take_fails_in_one_line_with_a_report(tmp_path):
+    from pathlib import Path
+
+    with pytest.raises(MtlDeployError, match=r"ONNX export of Branchy failed: .*full exporter report: ") as err:
+        mtl_deploy.export(Branchy(), tmp_path / "e", example_inputs=torch.randn(4, 3))
+    message = str(err.value)
+    assert "\n" not in message and not (tmp_path / "e").exists()
+    report = Path(message.rsplit("full exporter report: ", 1)[1].rstrip(")"))
+    assert "Traceback" in report.read_text()
+    report.unlink()
