@@ -76,7 +76,7 @@ BAD_VALUES = [
      "[model] trunk has unknown key(s) ['hidden'] for type 'conv'; allowed: type, channels, norm"),
     ({"model": {"trunk": {"type": "conv", "norm": "layer"}}}, "[model] trunk.norm must be one of batch, none"),
     ({"model": {"trunk": {"type": "conv", "channels": [0]}}}, "[model] trunk.channels[0] must be an integer >= 1"),
-    ({"model": {"trunk": [64, 64]}}, "[model] trunk must be an object with a 'type' (mlp, conv)"),
+    ({"model": {"trunk": [64, 64]}}, "[model] trunk must be an object with a 'type' (mlp, conv, module, transformers)"),
     # model.sharing: by its scheme
     ({"model": {"sharing": {"scheme": "shared"}}}, "[model] sharing.scheme must be one of hard, soft"),
     ({"model": {"sharing": {"scheme": "mmoe", "experts": 0}}}, "[model] sharing.experts must be an integer >= 1"),
