@@ -200,22 +200,20 @@ def predict(
     export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
     input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, .csv (a header row is optional, see --header), or .npz with one array per model input.")],
     task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write predictions to .npz or .csv instead of printing.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write predictions to .csv or .json (one column per task: a class task's label and probability), or .npz (the raw outputs), instead of printing.")] = None,
     header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
+    logits: Annotated[bool, typer.Option("--logits", help="Class tasks: the raw logits instead of label and probability.")] = False,
+    task_ids: Annotated[Optional[str], typer.Option("--task-ids", help="Routed export: each row's task id, an .npy file or a column of the CSV input.")] = None,
 ):
     """Predict with an export in ONNX Runtime (no PyTorch needed).
 
     Example: mtl-deploy predict runs/export --input rows.csv --output predictions.csv
     """
     with user_errors():
-        from mtl_deploy.runtime import predict_file
+        from mtl_deploy.runtime.files import predict_file, table_text
 
-        predictions = predict_file(export_dir, input, task, output, header)
-        if output is None:
-            for name, values in predictions.items():
-                typer.echo(f"{name}: {values.tolist()}")
-        else:
-            typer.echo(f"predictions: {output}")
+        table = predict_file(export_dir, input, task, output, header, logits, task_ids)
+        typer.echo(table_text(table) if output is None else f"predictions: {output}", nl=output is not None)
 
 
 @app.command()

@@ -33,6 +33,7 @@ from mtl_deploy.config import resolve_config
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.exporters import verify_export
 from mtl_deploy.runtime import FewShotAdapter, Predictor, predict_file
+from mtl_deploy.runtime.files import prediction_table
 from tests.bad_input_cases import FEATURES, build_workspace
 
 runner = CliRunner()
@@ -698,16 +699,17 @@ def test_csv_rows_are_read_as_written(workspace, tmp_path):
     want = Predictor(workspace["onnx"]).predict(x)
     bom = tmp_path / "bom.csv"
     bom.write_text("\ufeff" + "\n".join(",".join(map(repr, map(float, r))) for r in x) + "\n", encoding="utf-8")
-    got = predict_file(workspace["onnx"], bom)
-    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+    got = predict_file(workspace["onnx"], bom, logits=True)
+    columns = prediction_table(want, Predictor(workspace["onnx"]).tasks, logits=True)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in columns.items()}
+    for name in columns:
+        np.testing.assert_allclose(got[name], columns[name], rtol=1e-6, atol=1e-6)
     column = np.linspace(-1, 1, 6, dtype=np.float32)[:, None]
     one = Predictor(workspace["one_feature"]).predict(column)["y"]
     for header in ("", "x\n"):
         path = tmp_path / f"one{len(header)}.csv"
         path.write_text(header + "\n".join(f"{v:.6f}" for v in column[:, 0]) + "\n")
-        np.testing.assert_allclose(predict_file(workspace["one_feature"], path)["y"], one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(predict_file(workspace["one_feature"], path)["y"], one[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_a_refused_second_run_leaves_the_live_one_alone(tmp_path):

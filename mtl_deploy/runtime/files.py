@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -34,26 +35,115 @@ def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray | dict
     raise InputError(f"{path}: unknown input type {path.suffix!r}; use .npy, .npz or .csv")
 
 
-def write_predictions(predictions: dict[str, np.ndarray], path: str | Path) -> None:
-    """`.npz`: one array per task; `.csv`: one column per task output (task, or task_j)."""
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def task_columns(name: str, values: np.ndarray, kind: str, logits: bool = False) -> dict[str, np.ndarray]:
+    """One task's output as named columns: a class task's label and its probability (the
+    raw values with `logits`), a regression task's values (`task`, or `task_j`)."""
+    if kind == "multiclass" and not logits:
+        probabilities = _softmax(values.astype(np.float64))
+        return {name: probabilities.argmax(1), f"{name}_probability": probabilities.max(1)}
+    if kind == "binary" and not logits:
+        probability = 1.0 / (1.0 + np.exp(-values[:, 0].astype(np.float64)))
+        return {name: (probability > 0.5).astype(np.int64), f"{name}_probability": probability}
+    flat = values.reshape(len(values), -1)
+    if flat.shape[1] == 1:
+        return {name: flat[:, 0]}
+    return {f"{name}_{j}": flat[:, j] for j in range(flat.shape[1])}
+
+
+def prediction_table(predictions: dict[str, np.ndarray], tasks: dict, logits: bool = False,
+                     task_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Column name -> values: every task's columns (see `task_columns`), or for a routed
+    mixed batch (`task_ids`) each row's task, its label or value, and its probability."""
+    if task_ids is None:
+        return {column: values for name, output in predictions.items()
+                for column, values in task_columns(name, output, tasks[name]["kind"], logits).items()}
+    (output,) = predictions.values()
+    names = sorted(tasks, key=lambda n: tasks[n]["id"])
+    label, probability = np.zeros(len(output)), np.full(len(output), np.nan)
+    for row, task_id in enumerate(task_ids):
+        spec = tasks[names[task_id]]
+        own = output[row:row + 1, :spec["out_dim"]]
+        columns = list(task_columns("v", own, spec["kind"], logits).values())
+        label[row] = columns[0][0]
+        if len(columns) == 2:
+            probability[row] = columns[1][0]
+    return {"task": np.array(names, dtype=object)[task_ids], "prediction": label, "probability": probability}
+
+
+def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return "" if np.isnan(value) else f"{value:.6g}"
+
+
+def table_text(table: dict[str, np.ndarray]) -> str:
+    """The table as CSV text: a header, then one line per row."""
+    rows = zip(*table.values())
+    return "\n".join([",".join(table), *(",".join(_cell(v) for v in row) for row in rows)]) + "\n"
+
+
+def write_predictions(predictions: dict[str, np.ndarray], path: str | Path, table: dict[str, np.ndarray]) -> None:
+    """`.npz`: the raw arrays, one per output; `.csv`: `table`'s columns; `.json`: one
+    object per row of `table`."""
     path = Path(path)
-    if path.suffix not in (".npz", ".csv"):
-        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .npz or .csv")
+    if path.suffix not in (".npz", ".csv", ".json"):
+        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .csv, .json or .npz")
     with atomic_file(path) as staging:
         if path.suffix == ".npz":
             np.savez(staging, **predictions)
+        elif path.suffix == ".csv":
+            staging.write_text(table_text(table))
         else:
-            columns = [(name if value.shape[1] == 1 else f"{name}_{j}", value[:, j])
-                       for name, value in predictions.items() for j in range(value.shape[1])]
-            np.savetxt(staging, np.column_stack([c for _, c in columns]), delimiter=",",
-                       header=",".join(n for n, _ in columns), comments="", fmt="%.7g")
+            rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in zip(table, row)}
+                    for row in zip(*(c.tolist() for c in table.values()))]
+            staging.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def read_task_ids(spec: str | Path | None, input_path: Path, header: bool | None) -> np.ndarray | None:
+    """Task ids for a routed batch: an `.npy` of integers, or the name of a column of the
+    input CSV."""
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.suffix == ".npy":
+        ids = read_rows(path)
+    elif input_path.suffix == ".csv":
+        table = read_table(input_path, header=True)
+        if str(spec) not in table.header:
+            raise InputError(f"--task-ids {str(spec)!r} is neither an .npy file nor a column of {input_path}")
+        ids = table.numbers([table.header.index(str(spec))])[:, 0]
+    else:
+        raise InputError("--task-ids takes an .npy file of task ids, or a column name of a .csv input")
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or (ids.dtype.kind == "f" and not np.array_equal(ids, np.round(ids))):
+        raise InputError("task ids must be one whole number per row")
+    return ids.astype(np.int64)
 
 
 def predict_file(export_dir: str | Path, input_path: str | Path, task: str | None = None,
-                 output_path: str | Path | None = None, header: bool | None = None) -> dict[str, np.ndarray]:
+                 output_path: str | Path | None = None, header: bool | None = None, logits: bool = False,
+                 task_ids: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Predict the rows of a file; write them to `output_path` when given. Returns the
+    table of readable columns (see `prediction_table`). A routed export takes `task_ids`
+    (see `read_task_ids`), which the CSV's own column of that name is dropped for."""
     predictor = Predictor(export_dir)
-    result = predictor.predict(read_rows(input_path, header), task)
-    predictions = {task: result} if task else result
+    input_path = Path(input_path)
+    ids = read_task_ids(task_ids, input_path, header)
+    rows = read_rows(input_path, header)
+    if ids is not None and input_path.suffix == ".csv" and Path(str(task_ids)).suffix != ".npy":
+        table = read_table(input_path, header=True)
+        keep = [i for i, h in enumerate(table.header) if h != str(task_ids)]
+        rows = table.numbers(keep, dtype=np.float32)
+    result = predictor.predict(rows, task, task_ids=ids) if ids is not None else predictor.predict(rows, task)
+    predictions = {task or predictor.manifest["outputs"][0]["name"]: result} if not isinstance(result, dict) else result
+    table = prediction_table(predictions, predictor.tasks, logits, ids)
     if output_path is not None:
-        write_predictions(predictions, output_path)
-    return predictions
+        write_predictions(predictions, output_path, table)
+    return table

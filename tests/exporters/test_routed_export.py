@@ -77,3 +77,29 @@ def test_runtime_predictor_routes_rows(routed):
         predictor.predict(x)
     with pytest.raises(InputError, match=r"in \[0, 2\]"):
         predictor.predict(x, task_ids=[0, 5, 1, 0])
+
+
+def test_predict_command_routes_rows_by_a_task_id_column(routed, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_deploy.cli import app
+
+    model, root, _ = routed
+    x = np.random.default_rng(4).standard_normal((4, 6)).astype(np.float32)
+    ids = [2, 0, 1, 2]
+    lines = [",".join([*(f"f{i}" for i in range(6)), "task"])]
+    lines += [",".join([*(f"{v:.6f}" for v in row), str(t)]) for row, t in zip(x, ids)]
+    (tmp_path / "mixed.csv").write_text("\n".join(lines) + "\n")
+    done = CliRunner().invoke(app, ["predict", str(root / "export"), "--input", str(tmp_path / "mixed.csv"),
+                                    "--task-ids", "task", "--output", str(tmp_path / "p.csv")])
+    assert done.exit_code == 0, done.output
+    table = (tmp_path / "p.csv").read_text().splitlines()
+    assert table[0] == "task,prediction,probability"
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(np.round(x, 6)))
+    assert [row.split(",")[0] for row in table[1:]] == ["east", "north", "south", "east"]
+    assert int(table[1].split(",")[1]) == int(outputs["east"][0].argmax())
+    np.testing.assert_allclose(float(table[2].split(",")[1]), float(outputs["north"][1, 0]), rtol=1e-4)
+    bad = CliRunner().invoke(app, ["predict", str(root / "export"), "--input", str(tmp_path / "mixed.csv"),
+                                   "--task-ids", "nope"])
+    assert bad.exit_code == 2 and "neither an .npy file nor a column" in bad.output

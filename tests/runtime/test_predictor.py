@@ -58,10 +58,44 @@ def test_predict_command_reads_and_writes_files(export_dir, tmp_path):
                                  "--output", str(tmp_path / "out.csv")])
     assert result.exit_code == 0, result.output
     header = (tmp_path / "out.csv").read_text().splitlines()[0]
-    assert header == "price,demand,risk,segment_0,segment_1,segment_2,segment_3,churn"
-    result = runner.invoke(app, ["predict", str(export_dir), "--input", str(tmp_path / "rows.npy"), "--task", "churn"])
-    assert result.exit_code == 0 and result.output.startswith("churn: [[")
+    assert header == "price,demand,risk,segment,segment_probability,churn,churn_probability"
+    result = runner.invoke(app, ["predict", str(export_dir), "--input", str(tmp_path / "rows.npy"), "--task", "churn",
+                                 "--logits"])
+    assert result.exit_code == 0 and result.output.startswith("churn\n")
     want = Predictor(export_dir).predict(rows, task="churn")
-    np.testing.assert_allclose(np.loadtxt(tmp_path / "out.csv", delimiter=",", skiprows=1)[:, -1], want[:, 0], rtol=1e-6)
+    np.testing.assert_allclose([float(v) for v in result.output.split()[1:]], want[:, 0], rtol=1e-5)
     bad = runner.invoke(app, ["predict", str(export_dir), "--input", str(tmp_path / "missing.npy")])
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and "does not exist" in bad.output
+
+
+def test_predict_writes_labels_and_probabilities(export_dir, tmp_path):
+    """JSON gives a class task's label and probability; printed output is a table."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mtl_deploy.cli import app
+    from mtl_deploy.runtime import Predictor
+
+    predictor = Predictor(export_dir)
+    width = predictor.row_shape[0]
+    x = np.random.default_rng(0).standard_normal((5, width)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    raw = predictor.predict(x)
+    runner = CliRunner()
+    done = runner.invoke(app, ["predict", str(export_dir), "--input", str(tmp_path / "x.npy"),
+                               "--output", str(tmp_path / "p.json")])
+    assert done.exit_code == 0, done.output
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 5
+    for name, spec in predictor.tasks.items():
+        if spec["kind"] == "multiclass":
+            assert [r[name] for r in rows] == raw[name].argmax(1).tolist()
+            exp = np.exp(raw[name] - raw[name].max(1, keepdims=True))
+            np.testing.assert_allclose([r[f"{name}_probability"] for r in rows], (exp / exp.sum(1, keepdims=True)).max(1),
+                                       rtol=1e-5)
+        elif spec["kind"] == "binary":
+            assert [r[name] for r in rows] == (raw[name][:, 0] > 0).astype(int).tolist()
+    printed = runner.invoke(app, ["predict", str(export_dir), "--input", str(tmp_path / "x.npy"), "--logits"])
+    assert printed.exit_code == 0 and len(printed.output.strip().splitlines()) == 6  # a header and five rows
+    assert "[[" not in printed.output
