@@ -17,6 +17,7 @@ from torch import nn
 
 from mtl_deploy.errors import InputError
 from mtl_deploy.models.inputs import example_signature
+from mtl_deploy.models.module_trunk import call_module, run_on_examples
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,7 @@ class ForeignModel(nn.Module):
             raise InputError(f"export takes a torch.nn.Module, got {type(module).__name__}")
         self.module, self.signature = module, example_signature(example_inputs, axes)
         self.output_names = None if output_names is None else [str(n) for n in output_names]
-        try:
-            with torch.no_grad():
-                outputs = self(example_inputs)
-        except InputError:
-            raise
-        except Exception as err:  # the user's module may fail any way on inputs it does not take
-            raise InputError(f"{type(module).__name__} fails on the example inputs ({type(err).__name__}: "
-                             f"{str(err).strip()[:160]})") from None
+        outputs = run_on_examples(self, example_inputs, type(module).__name__)
         self.tasks = [OutputSpec(name, tuple(value.shape[1:])) for name, value in outputs.items()]
 
     @property
@@ -82,10 +76,7 @@ class ForeignModel(nn.Module):
         return tuple(self.signature.specs[0].shape[1:])
 
     def forward(self, inputs) -> dict[str, torch.Tensor]:
-        layout = self.signature.layout
-        output = (self.module(**inputs) if layout == "dict" else
-                  self.module(*inputs) if layout == "tuple" else self.module(inputs))
-        return _as_dict(output, self.output_names)
+        return _as_dict(call_module(self.module, inputs, self.signature.layout), self.output_names)
 
     def config(self) -> dict:
         return {"architecture": self.architecture, "class": f"{type(self.module).__module__}."

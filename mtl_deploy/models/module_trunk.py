@@ -34,6 +34,26 @@ POOLINGS = ("auto", "cls", "mean", "pooler", "flatten")
 NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
+def call_module(module: nn.Module, inputs, layout: str):
+    """A user's network called with inputs in the layout its examples had."""
+    if layout == "dict":
+        return module(**inputs)
+    return module(*inputs) if layout == "tuple" else module(inputs)
+
+
+def run_on_examples(fn, example, what: str):
+    """`fn(example)` without gradients; a user's network failing on its examples (in any
+    way) is one InputError that says so."""
+    try:
+        with torch.no_grad():
+            return fn(example)
+    except InputError:
+        raise
+    except Exception as err:  # the user's code may raise anything on inputs it does not take
+        raise InputError(f"{what} fails on the example inputs ({type(err).__name__}: {str(err).strip()[:160]}); "
+                         "give example_inputs it takes") from None
+
+
 def check_rebuildable(model: nn.Module) -> None:
     """A checkpoint holds recipes, not code: every user trunk in `model` must say how it is rebuilt."""
     for module in model.modules():
@@ -107,13 +127,7 @@ class ModuleTrunk(nn.Module):
     def _width(self, example) -> int:
         was_training = self.module.training
         try:
-            with torch.no_grad():
-                features = self(example)
-        except InputError:
-            raise
-        except Exception as err:  # the user's network may fail any way on inputs it does not take
-            raise InputError(f"the trunk {type(self.module).__name__} fails on the example inputs "
-                             f"({type(err).__name__}: {str(err).strip()[:160]}); give example_inputs it takes") from None
+            features = run_on_examples(self, example, f"the trunk {type(self.module).__name__}")
         finally:
             self.module.train(was_training)
         if features.dim() != 2 or not features.is_floating_point():
@@ -121,9 +135,7 @@ class ModuleTrunk(nn.Module):
         return int(features.shape[1])
 
     def forward(self, inputs) -> torch.Tensor:
-        layout = self.signature.layout
-        output = (self.module(**inputs) if layout == "dict" else
-                  self.module(*inputs) if layout == "tuple" else self.module(inputs))
+        output = call_module(self.module, inputs, self.signature.layout)
         mask = inputs.get(MASK_NAME) if isinstance(inputs, dict) else None
         features = features_of(output, self.pooling, mask)
         return features if features.is_contiguous() else features.contiguous()  # the head kernel reads rows in place

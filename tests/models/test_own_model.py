@@ -170,7 +170,7 @@ def test_bert_export_is_served_from_token_ids_without_torch(bert_run, tmp_path, 
         tokens = dict(np.load({str(tmp_path / 'tokens.npz')!r}))
         out = Predictor({str(root / 'onnx')!r}).predict(tokens)
         np.savez({str(tmp_path / 'served.npz')!r}, **out)
-        assert set(predict_file({str(root / 'onnx')!r}, {str(tmp_path / 'tokens.npz')!r})) == {{'score', 'topic', 'spam'}}
+        assert set(predict_file({str(root / 'onnx')!r}, {str(tmp_path / 'tokens.npz')!r})) == {{'score', 'topic', 'topic_probability', 'spam', 'spam_probability'}}
     """)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(tmp_path))
     served = np.load(tmp_path / "served.npz")
