@@ -422,3 +422,14 @@ def test_a_module_the_exporter_cannot_take_fails_in_one_line_with_a_report(tmp_p
     report = Path(message.rsplit("full exporter report: ", 1)[1].rstrip(")"))
     assert "Traceback" in report.read_text()
     report.unlink()
+
+
+@pytest.mark.slow
+def test_a_wrapped_network_compiles_to_an_aoti_package(nets, tmp_path):
+    _, mynets = nets
+    torch.manual_seed(0)
+    example = {"image": torch.randn(4, 1, 8, 8), "features": torch.randn(4, 5)}
+    model = mtl_deploy.wrap(mynets.TwoInputResNet(), [TaskSpec("bright", "regression"), TaskSpec("sign", "binary")],
+                            example_inputs=example)
+    report = mtl_deploy.export(model, tmp_path / "aoti", format="aoti", batch_sizes=[1, 5])
+    assert report.parity.passed and report.manifest["artifact"] == "model.aoti.pt2"
