@@ -56,6 +56,10 @@ class TwoInputResNet(nn.Module):
         return self.join(torch.cat([pooled, self.side(features)], 1))
 
 
+def vector_net(features=50, width=16):
+    return nn.Sequential(nn.Linear(features, width), nn.LayerNorm(width), nn.GELU())
+
+
 def not_a_module():
     return 42
 
@@ -433,3 +437,24 @@ def test_a_wrapped_network_compiles_to_an_aoti_package(nets, tmp_path):
                             example_inputs=example)
     report = mtl_deploy.export(model, tmp_path / "aoti", format="aoti", batch_sizes=[1, 5])
     assert report.parity.passed and report.manifest["artifact"] == "model.aoti.pt2"
+
+
+def test_a_run_config_trains_a_factory_trunk_from_the_command_line(nets, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_deploy.cli import app
+
+    config = {"data": {"source": "synthetic", "synthetic": {"n_rows": 120, "seed": 0}},
+              "model": {"trunk": {"type": "module", "factory": "mynets:vector_net", "kwargs": {"width": 12},
+                                  "example_inputs": {"x": {"shape": [50]}}}},
+              "train": {"epochs": 3, "batch_size": 32}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["train", str(tmp_path / "run.json"), "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2 and "--trust mynets" in refused.output
+    done = runner.invoke(app, ["train", str(tmp_path / "run.json"), "--out", str(tmp_path / "run"),
+                               "--trust", "mynets"])
+    assert done.exit_code == 0, done.output
+    model = mtl_deploy.load(tmp_path / "run", trust=("mynets",))
+    assert model.trunk.out_features == 12
+    assert mtl_deploy.export(tmp_path / "run", tmp_path / "onnx", trust=("mynets",)).parity.passed
