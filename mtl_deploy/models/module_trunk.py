@@ -4,9 +4,10 @@ showed, its output turned into one feature row per example.
 The output may be a tensor, a tuple whose first element holds the features, or a Hugging
 Face model output. `pooling` says how a sequence or feature map becomes a row: `"cls"`
 (first position), `"mean"` (over the sequence, masked by an `attention_mask` input when
-there is one), `"pooler"` (a Hugging Face `pooler_output`), `"flatten"`, or `"auto"`:
-the pooler output when there is one, the masked mean of a (B, S, H) sequence, a (B, D)
-tensor as it is, anything else flattened.
+there is one; over the spatial axes of a (B, C, H, W) map), `"pooler"` (a Hugging Face
+`pooler_output`), `"flatten"`, or `"auto"`: the pooler output when there is one, the
+masked mean of a (B, S, H) sequence, the global average of a (B, C, H, W) map, a (B, D)
+tensor as it is.
 
 A trunk saves as the recipe that rebuilds it (`source`): a factory `package.module:callable`
 with keyword arguments, imported only from trusted packages (see `mtl_deploy.trust`), or a
@@ -79,6 +80,8 @@ def features_of(output, pooling: str, mask: torch.Tensor | None = None) -> torch
                          "whose first element is one, or a Hugging Face model output")
     if pooling == "cls":
         return hidden[:, 0]
+    if hidden.dim() >= 4 and pooling in ("mean", "auto"):
+        return hidden.flatten(2).mean(2)  # a (B, C, H, W) feature map: global average pooling
     if pooling == "mean" or (pooling == "auto" and hidden.dim() == 3):
         if mask is None:
             return hidden.mean(1)

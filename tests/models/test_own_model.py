@@ -458,3 +458,22 @@ def test_a_run_config_trains_a_factory_trunk_from_the_command_line(nets, tmp_pat
     model = mtl_deploy.load(tmp_path / "run", trust=("mynets",))
     assert model.trunk.out_features == 12
     assert mtl_deploy.export(tmp_path / "run", tmp_path / "onnx", trust=("mynets",)).parity.passed
+
+
+def test_pooling_turns_each_output_kind_into_feature_rows():
+    from types import SimpleNamespace
+
+    from mtl_deploy.models.module_trunk import features_of
+
+    sequence = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    torch.testing.assert_close(features_of(sequence, "auto", mask)[0], sequence[0, :2].mean(0))
+    torch.testing.assert_close(features_of(sequence, "cls"), sequence[:, 0])
+    feature_map = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(features_of(feature_map, "auto"), feature_map.mean((2, 3)))
+    assert features_of(feature_map, "flatten").shape == (2, 36)
+    hf = SimpleNamespace(last_hidden_state=sequence, pooler_output=torch.randn(2, 3))
+    assert features_of(hf, "auto") is hf.pooler_output
+    torch.testing.assert_close(features_of((sequence, None), "mean"), sequence.mean(1))
+    with pytest.raises(InputError, match="pooler_output"):
+        features_of(sequence, "pooler")
