@@ -123,11 +123,6 @@ class Signature:
             inputs = one(inputs, self.specs[0])
         return self.unpack(inputs)
 
-    def sizes(self, tensors: Sequence[torch.Tensor]) -> dict[str, int]:
-        """Axis name -> size in these tensors."""
-        return {d: int(t.shape[i]) for spec, t in zip(self.specs, tensors) for i, d in enumerate(spec.shape)
-                if isinstance(d, str)}
-
     def random(self, rows: int, seed: int = 0, sizes: dict[str, int] | None = None,
                scale: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Random inputs of `rows` rows: integers drawn uniformly from each input's range,

@@ -29,7 +29,7 @@ from torch import nn
 
 from mtl_deploy.errors import InputError, bounded
 from mtl_deploy.models.inputs import BATCH, MASK_NAME, SEQUENCE, InputSpec, Signature, example_signature
-from mtl_deploy.trust import parse_factory, resolve_factory
+from mtl_deploy.trust import resolve_factory
 
 POOLINGS = ("auto", "cls", "mean", "pooler", "flatten")
 NORMS = (nn.modules.batchnorm._BatchNorm,)
@@ -246,9 +246,8 @@ def trunk_from_config(config: dict) -> ModuleTrunk:
         kwargs = config.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise InputError(f"trunk kwargs must be a JSON object, got {type(kwargs).__name__}")
-        parse_factory(factory)
         try:
-            network = resolve_factory(factory)(**kwargs)
+            network = resolve_factory(factory)(**kwargs)  # resolve_factory parses the name first
         except InputError:
             raise
         except Exception as err:  # the factory is the user's code

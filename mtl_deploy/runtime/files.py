@@ -106,21 +106,16 @@ def write_predictions(predictions: dict[str, np.ndarray], path: str | Path, tabl
             staging.write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def read_task_ids(spec: str | Path | None, input_path: Path, header: bool | None) -> np.ndarray | None:
-    """Task ids for a routed batch: an `.npy` of integers, or the name of a column of the
-    input CSV."""
-    if spec is None:
-        return None
-    path = Path(spec)
-    if path.suffix == ".npy":
-        ids = read_rows(path)
-    elif input_path.suffix == ".csv":
-        table = read_table(input_path, header=True)
-        if str(spec) not in table.header:
-            raise InputError(f"--task-ids {str(spec)!r} is neither an .npy file nor a column of {input_path}")
-        ids = table.numbers([table.header.index(str(spec))])[:, 0]
-    else:
-        raise InputError("--task-ids takes an .npy file of task ids, or a column name of a .csv input")
+def _task_id_column(spec: str, table) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, task ids): the CSV's other columns as inputs, the column `spec` as ids."""
+    if spec not in table.header:
+        raise InputError(f"--task-ids {spec!r} is neither an .npy file nor a column of {table.path}")
+    at = table.header.index(spec)
+    return (table.numbers([i for i in range(table.width) if i != at], dtype=np.float32),
+            table.numbers([at])[:, 0])
+
+
+def _whole_ids(ids) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 1 or (ids.dtype.kind == "f" and not np.array_equal(ids, np.round(ids))):
         raise InputError("task ids must be one whole number per row")
@@ -131,16 +126,20 @@ def predict_file(export_dir: str | Path, input_path: str | Path, task: str | Non
                  output_path: str | Path | None = None, header: bool | None = None, logits: bool = False,
                  task_ids: str | Path | None = None) -> dict[str, np.ndarray]:
     """Predict the rows of a file; write them to `output_path` when given. Returns the
-    table of readable columns (see `prediction_table`). A routed export takes `task_ids`
-    (see `read_task_ids`), which the CSV's own column of that name is dropped for."""
+    table of readable columns (see `prediction_table`). A routed export takes `task_ids`:
+    an `.npy` of ids, or the name of a column of the CSV input (left out of the inputs)."""
     predictor = Predictor(export_dir)
     input_path = Path(input_path)
-    ids = read_task_ids(task_ids, input_path, header)
-    rows = read_rows(input_path, header)
-    if ids is not None and input_path.suffix == ".csv" and Path(str(task_ids)).suffix != ".npy":
-        table = read_table(input_path, header=True)
-        keep = [i for i, h in enumerate(table.header) if h != str(task_ids)]
-        rows = table.numbers(keep, dtype=np.float32)
+    ids = None
+    if task_ids is not None and Path(task_ids).suffix == ".npy":
+        rows, ids = read_rows(input_path, header), _whole_ids(read_rows(task_ids))
+    elif task_ids is not None:
+        if input_path.suffix != ".csv":
+            raise InputError("--task-ids takes an .npy file of task ids, or a column name of a .csv input")
+        rows, column = _task_id_column(str(task_ids), read_table(input_path, header=True))  # one read of the file
+        ids = _whole_ids(column)
+    else:
+        rows = read_rows(input_path, header)
     result = predictor.predict(rows, task, task_ids=ids) if ids is not None else predictor.predict(rows, task)
     predictions = {task or predictor.manifest["outputs"][0]["name"]: result} if not isinstance(result, dict) else result
     table = prediction_table(predictions, predictor.tasks, logits, ids)
