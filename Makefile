@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.mtl_deploy-installed
 SOURCES := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/per_task_gradients.py
 	$(PY) benchmarks/distributed_throughput.py
 	$(PY) benchmarks/wrapped_overhead.py
+
+# On a GPU machine with a CUDA torch and nvcc: builds the CUDA kernels against that
+# python's torch (not .venv's CPU one), runs the gpu tests, times the CUDA ops.
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf build dist *.egg-info demo-out mtl_deploy/*.so

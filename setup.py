@@ -1,4 +1,5 @@
-"""Builds the C++ kernels as mtl_deploy._C; all metadata lives in pyproject.toml.
+"""Builds the C++ kernels (and the CUDA ones, with a CUDA torch and nvcc) as
+mtl_deploy._C; all metadata lives in pyproject.toml.
 
 The extension is optional: without torch at build time (isolated builds) or without
 a working compiler the package installs without it, and mtl_deploy.ops falls back to
@@ -25,7 +26,7 @@ def _sources_module():
 
 def _extension_options():
     try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         warnings.warn("torch is not importable at build time: installing without the C++ kernels")
         return {}
@@ -41,12 +42,16 @@ def _extension_options():
                 warnings.warn(f"building mtl_deploy._C failed ({exc}); the kernels will JIT-build or fall back")
 
     flags = [*src.CXX_FLAGS, f'-DMTL_DEPLOY_SOURCE_HASH="{src.source_hash()}"']
-    extension = CppExtension(
-        "mtl_deploy._C",
-        [str(p.relative_to(ROOT)) for p in src.cpp_sources()],
-        extra_compile_args={"cxx": flags},
-        py_limited_api=True,
-    )
+    sources = [str(p.relative_to(ROOT)) for p in src.cpp_sources()]
+    if src.cuda_build():
+        extension = CUDAExtension(
+            "mtl_deploy._C",
+            sources + [str(p.relative_to(ROOT)) for p in src.cuda_sources()],
+            extra_compile_args={"cxx": [*flags, *src.CUDA_CXX_FLAGS], "nvcc": src.NVCC_FLAGS},
+            py_limited_api=True,
+        )
+    else:
+        extension = CppExtension("mtl_deploy._C", sources, extra_compile_args={"cxx": flags}, py_limited_api=True)
     return {
         "ext_modules": [extension],
         "cmdclass": {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)},

@@ -282,7 +282,7 @@ def routed_variants(x, w, b, ids):
         order = torch.argsort(ids)
         counts = torch.bincount(ids, minlength=h).tolist()
         parts = [F.linear(seg, w[j], b[j]) for j, seg in enumerate(x[order].split(counts)) if counts[j]]
-        out = torch.empty(x.shape[0], w.shape[1])
+        out = x.new_empty(x.shape[0], w.shape[1])
         out[order] = torch.cat(parts)
         return out
 

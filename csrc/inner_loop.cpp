@@ -13,84 +13,15 @@
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/util/Exception.h>
 
-#include "checks.h"
 #include "interleaved.h"
 #include "mlp.h"
+#include "problem.h"
 
 namespace mtl_deploy {
 
 using torch::stable::Tensor;
 
 namespace {
-
-// Everything a kernel needs to know about one call, validated once.
-struct Problem {
-  MlpShape shape;
-  int64_t T, K, steps;
-  Loss loss;
-  Act act;
-  bool meta_sgd;
-  double lr_scalar;
-};
-
-Problem check_problem(const std::vector<Tensor>& params, const Tensor& x,
-                      const Tensor& y, const std::vector<Tensor>& lr,
-                      double lr_scalar, int64_t steps, int64_t loss,
-                      int64_t activation) {
-  STD_TORCH_CHECK(!params.empty() && params.size() % 2 == 0,
-                  "inner_loop: params must be [W1, b1, W2, b2, ...], got ",
-                  params.size(), " tensors");
-  STD_TORCH_CHECK(loss == 0 || loss == 1, "inner_loop: loss code must be 0 (mse) or 1 (cross_entropy)");
-  STD_TORCH_CHECK(activation == 0 || activation == 1,
-                  "inner_loop: activation code must be 0 (relu) or 1 (tanh)");
-  STD_TORCH_CHECK(steps >= 0, "inner_loop: steps must be >= 0, got ", steps);
-  const auto dtype = x.scalar_type();
-  check_float_cpu("x", x, dtype);
-  STD_TORCH_CHECK(x.dim() == 3, "inner_loop: x must be (T, K, in), got ", shape_str(x));
-  std::vector<int64_t> widths{x.size(2)};
-  for (size_t l = 0; l < params.size() / 2; ++l) {
-    const Tensor& w = params[2 * l];
-    const Tensor& b = params[2 * l + 1];
-    const std::string wn = "params[" + std::to_string(2 * l) + "]";
-    const std::string bn = "params[" + std::to_string(2 * l + 1) + "]";
-    check_float_cpu(wn, w, dtype);
-    check_float_cpu(bn, b, dtype);
-    STD_TORCH_CHECK(w.dim() == 2 && w.size(1) == widths.back(), "inner_loop: ", wn,
-                    " must be (out, ", widths.back(), "), got ", shape_str(w));
-    STD_TORCH_CHECK(b.dim() == 1 && b.size(0) == w.size(0), "inner_loop: ", bn,
-                    " must be (", w.size(0), ",), got ", shape_str(b));
-    widths.push_back(w.size(0));
-  }
-  const int64_t T = x.size(0), K = x.size(1), out = widths.back();
-  STD_TORCH_CHECK(T >= 1 && K >= 1, "inner_loop: x must have T >= 1 tasks and K >= 1 examples, got ",
-                  shape_str(x));
-  if (loss == 0) {
-    check_float_cpu("y", y, dtype);
-    STD_TORCH_CHECK(y.dim() == 3 && y.size(0) == T && y.size(1) == K && y.size(2) == out,
-                    "inner_loop: y must be (", T, ", ", K, ", ", out, ") for mse, got ", shape_str(y));
-  } else {
-    STD_TORCH_CHECK(y.is_cpu() && y.scalar_type() == torch::headeronly::ScalarType::Long,
-                    "inner_loop: y must be an int64 CPU tensor of class ids for cross_entropy");
-    STD_TORCH_CHECK(y.is_contiguous(), "inner_loop: y must be contiguous");
-    STD_TORCH_CHECK(y.dim() == 2 && y.size(0) == T && y.size(1) == K,
-                    "inner_loop: y must be (", T, ", ", K, ") for cross_entropy, got ", shape_str(y));
-    const int64_t* c = y.const_data_ptr<int64_t>();
-    for (int64_t i = 0; i < T * K; ++i)
-      STD_TORCH_CHECK(c[i] >= 0 && c[i] < out, "inner_loop: y holds class id ", c[i],
-                      ", expected 0 <= id < ", out);
-  }
-  STD_TORCH_CHECK(lr.empty() || lr.size() == params.size(),
-                  "inner_loop: lr must be a float or one tensor per parameter (", params.size(),
-                  "), got ", lr.size());
-  for (size_t i = 0; i < lr.size(); ++i) {
-    const std::string n = "lr[" + std::to_string(i) + "]";
-    check_float_cpu(n, lr[i], dtype);
-    STD_TORCH_CHECK(same_shape(lr[i], params[i]), "inner_loop: ", n, " must be shaped like params[",
-                    i, "] ", shape_str(params[i]), ", got ", shape_str(lr[i]));
-  }
-  return Problem{MlpShape(widths), T, K, steps, static_cast<Loss>(loss),
-                 static_cast<Act>(activation), !lr.empty(), lr_scalar};
-}
 
 template <typename T>
 std::vector<const T*> const_ptrs(const std::vector<Tensor>& ts) {
@@ -255,17 +186,6 @@ void backward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
   if (pb.meta_sgd) scatter_external<T>(pb.shape, lrs, mutable_ptrs<T>(grad_lr), 0);
 }
 
-std::vector<Tensor> empty_like_each(const std::vector<Tensor>& ts, int64_t lead) {
-  std::vector<Tensor> out;
-  for (const Tensor& t : ts) {
-    std::vector<int64_t> sz;
-    if (lead > 0) sz.push_back(lead);
-    for (int64_t d = 0; d < t.dim(); ++d) sz.push_back(t.size(d));
-    out.push_back(torch::stable::new_empty(t, sz));
-  }
-  return out;
-}
-
 // The adapted parameters (T, *p) of every task, and what aux_mode asks to save.
 std::tuple<std::vector<Tensor>, Tensor> adapt(const Problem& pb, const std::vector<Tensor>& params,
                                               const Tensor& x, const Tensor& y,
@@ -361,7 +281,8 @@ std::tuple<std::vector<Tensor>, Tensor> inner_loop_cpu(
     std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
     double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
     int64_t aux_mode) {
-  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
+  STD_TORCH_CHECK(x.is_cpu(), "inner_loop: x must be a CPU tensor");
+  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation, true);
   return adapt(pb, params, x, y, lr, aux_mode);
 }
 
@@ -369,12 +290,9 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> maml_step_cpu(
     std::vector<Tensor> params, Tensor support_x, Tensor support_y, Tensor query_x, Tensor query_y,
     std::vector<Tensor> lr, double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
     int64_t order) {
-  STD_TORCH_CHECK(order == 1 || order == 2, "maml_step: order must be 1 (first-order) or 2 (exact), got ",
-                  order);
-  const Problem pb = check_problem(params, support_x, support_y, lr, lr_scalar, steps, loss, activation);
-  const Problem qp = check_problem(params, query_x, query_y, lr, lr_scalar, steps, loss, activation);
-  STD_TORCH_CHECK(qp.T == pb.T, "maml_step: query_x must hold the same ", pb.T,
-                  " tasks as support_x, got ", shape_str(query_x));
+  STD_TORCH_CHECK(support_x.is_cpu(), "maml_step: support_x must be a CPU tensor");
+  const auto [pb, qp] = check_maml_args(params, support_x, support_y, query_x, query_y, lr, lr_scalar,
+                                        steps, loss, activation, order, true);
   const int64_t aux_mode = order == 2 ? 2 : (pb.meta_sgd ? 1 : 0);
   auto [adapted, aux] = adapt(pb, params, support_x, support_y, lr, aux_mode);
   Tensor loss_out = torch::stable::new_empty(support_x, {});
@@ -393,22 +311,9 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> inner_loop_backward_cpu(
     std::vector<Tensor> params, Tensor x, Tensor y, std::vector<Tensor> lr,
     double lr_scalar, int64_t steps, int64_t loss, int64_t activation,
     Tensor trajectory, std::vector<Tensor> grad_adapted) {
-  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation);
-  STD_TORCH_CHECK(trajectory.dim() == 3 && trajectory.size(0) == pb.T &&
-                      trajectory.size(1) == pb.steps && trajectory.size(2) == pb.shape.numel,
-                  "inner_loop_backward: trajectory must be (", pb.T, ", ", pb.steps, ", ",
-                  pb.shape.numel, "), got ", shape_str(trajectory));
-  check_float_cpu("trajectory", trajectory, x.scalar_type());
-  STD_TORCH_CHECK(grad_adapted.size() == params.size(),
-                  "inner_loop_backward: expected one gradient per parameter");
-  for (size_t i = 0; i < params.size(); ++i) {
-    check_float_cpu("grad_adapted", grad_adapted[i], x.scalar_type());
-    STD_TORCH_CHECK(grad_adapted[i].dim() == params[i].dim() + 1 &&
-                        grad_adapted[i].size(0) == pb.T &&
-                        grad_adapted[i].numel() == pb.T * params[i].numel(),
-                    "inner_loop_backward: grad_adapted[", i, "] must be (T, *params[", i,
-                    "].shape), got ", shape_str(grad_adapted[i]));
-  }
+  STD_TORCH_CHECK(x.is_cpu(), "inner_loop_backward: x must be a CPU tensor");
+  const Problem pb = check_problem(params, x, y, lr, lr_scalar, steps, loss, activation, true);
+  check_backward_args(pb, params, x, trajectory, grad_adapted);
   std::vector<Tensor> grad_params = empty_like_each(params, 0);
   std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
   if (x.scalar_type() == torch::headeronly::ScalarType::Float)

@@ -1,6 +1,5 @@
 // CPU kernels of mtl_deploy::multihead_linear and its routed backward.
-// Every head at once is one (B, D) x (D, H*C) product, handed to aten::linear
-// (the BLAS is unbeatable there).  Routed rows are grouped per head with a
+// Every head at once is one concatenated Linear (multihead.h).  Routed rows are grouped per head with a
 // counting sort, then each head multiplies its own rows while its weight
 // block sits in L1: a grouped GEMM, with no mask and no gathered copy.
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include "checks.h"
+#include "multihead.h"
 #include "small_gemm.h"
 
 namespace mtl_deploy {
@@ -22,38 +22,13 @@ using torch::stable::Tensor;
 
 namespace {
 
-struct Dims {
-  int64_t B, D, H, C;
-};
-
-// bias is null in the backward, which does not read it.
-Dims check_dims(const Tensor& x, const Tensor& weight, const Tensor* bias) {
-  const auto dtype = x.scalar_type();
-  check_float_cpu("x", x, dtype);
-  check_float_cpu("weight", weight, dtype);
-  STD_TORCH_CHECK(x.dim() == 2, "multihead_linear: x must be (B, D), got ", shape_str(x));
-  STD_TORCH_CHECK(weight.dim() == 3 && weight.size(2) == x.size(1),
-                  "multihead_linear: weight must be (H, C, ", x.size(1), "), got ",
-                  shape_str(weight));
-  if (bias) {
-    check_float_cpu("bias", *bias, dtype);
-    STD_TORCH_CHECK(bias->dim() == 2 && bias->size(0) == weight.size(0) &&
-                        bias->size(1) == weight.size(1),
-                    "multihead_linear: bias must be (", weight.size(0), ", ", weight.size(1),
-                    "), got ", shape_str(*bias));
-  }
-  return Dims{x.size(0), x.size(1), weight.size(0), weight.size(1)};
-}
-
 // Rows of each head, contiguous: rows[start[h]:start[h+1]] use head h.
 struct Groups {
   std::vector<int64_t> start, rows;
 };
 
-Groups group_rows(const Tensor& head_ids, const Dims& d) {
-  STD_TORCH_CHECK(head_ids.is_cpu() && head_ids.scalar_type() == torch::headeronly::ScalarType::Long,
-                  "multihead_linear: head_ids must be an int64 CPU tensor");
-  STD_TORCH_CHECK(head_ids.is_contiguous(), "multihead_linear: head_ids must be contiguous");
+Groups group_rows(const Tensor& head_ids, const Tensor& x, const Dims& d) {
+  check_index_like("multihead_linear", "head_ids", head_ids, x);
   STD_TORCH_CHECK(head_ids.dim() == 1 && head_ids.size(0) == d.B,
                   "multihead_linear: head_ids must be (", d.B, ",), got ", shape_str(head_ids));
   const int64_t* id = head_ids.const_data_ptr<int64_t>();
@@ -137,20 +112,10 @@ void routed_backward(const Dims& d, const Groups& g, const T* go, const T* x, co
 
 Tensor multihead_linear_cpu(Tensor x, Tensor weight, Tensor bias,
                             std::optional<Tensor> head_ids) {
+  STD_TORCH_CHECK(x.is_cpu(), "multihead_linear: x must be a CPU tensor");
   const Dims d = check_dims(x, weight, &bias);
-  if (!head_ids.has_value()) {
-    // (B, D) x (H*C, D)^T + (H*C) -> (B, H, C): one concatenated Linear.
-    Tensor w2 = torch::stable::view(weight, {d.H * d.C, d.D});
-    std::optional<Tensor> b2 = torch::stable::view(bias, {d.H * d.C});
-    std::array<StableIValue, 3> stack{torch::stable::detail::from(x),
-                                      torch::stable::detail::from(w2),
-                                      torch::stable::detail::from(b2)};
-    STABLE_TORCH_ERROR_CODE_CHECK(
-        torch_call_dispatcher("aten::linear", "", stack.data(), TORCH_ABI_VERSION));
-    Tensor flat = torch::stable::detail::to<Tensor>(stack[0]);
-    return torch::stable::view(flat, {d.B, d.H, d.C});
-  }
-  const Groups g = group_rows(*head_ids, d);
+  if (!head_ids.has_value()) return all_heads(x, weight, bias, d);
+  const Groups g = group_rows(*head_ids, x, d);
   Tensor out = torch::stable::new_empty(x, {d.B, d.C});  // (B, C)
   if (x.scalar_type() == torch::headeronly::ScalarType::Float)
     routed_forward<float>(d, g, x.const_data_ptr<float>(), weight.const_data_ptr<float>(),
@@ -163,12 +128,13 @@ Tensor multihead_linear_cpu(Tensor x, Tensor weight, Tensor bias,
 
 std::tuple<Tensor, Tensor, Tensor> multihead_linear_routed_backward_cpu(
     Tensor grad_out, Tensor x, Tensor weight, Tensor head_ids) {
+  STD_TORCH_CHECK(x.is_cpu(), "multihead_linear: x must be a CPU tensor");
   const Dims d = check_dims(x, weight, nullptr);
-  check_float_cpu("grad_out", grad_out, x.scalar_type());
+  check_float_like("grad_out", grad_out, x);
   STD_TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == d.B && grad_out.size(1) == d.C,
                   "multihead_linear: grad_out must be (", d.B, ", ", d.C, "), got ",
                   shape_str(grad_out));
-  const Groups g = group_rows(head_ids, d);
+  const Groups g = group_rows(head_ids, x, d);
   Tensor dx = torch::stable::new_empty(x, {d.B, d.D});
   Tensor dw = torch::stable::new_empty(weight, {d.H, d.C, d.D});
   Tensor db = torch::stable::new_empty(weight, {d.H, d.C});

@@ -1,9 +1,11 @@
 """Shared fixtures: one small trained checkpoint and its export, made once per session, and
-the choice of kernel backend (C++ or the PyTorch reference) for tests that run on both."""
+the choice of kernel backend (C++ or the PyTorch reference, on the CPU, or C++ on a CUDA
+device) for tests that run on each."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 import mtl_deploy
 from mtl_deploy import ops
@@ -39,13 +41,19 @@ def export_dir(checkpoint_dir, tmp_path_factory):
     return path
 
 
-@pytest.fixture(params=["cpp", "reference"])
+@pytest.fixture(params=["cpp", "reference", pytest.param("cuda", marks=pytest.mark.gpu)])
 def backend(request, monkeypatch):
-    """Selects the backend behind mtl_deploy.ops for one test."""
+    """Selects the backend behind mtl_deploy.ops for one test: the C++ kernels or the
+    reference on the CPU, or the C++ kernels on a CUDA device (tests/ops/devices.py)."""
     if request.param == "reference":
         monkeypatch.setenv("MTL_DEPLOY_BACKEND", "reference")
-    else:
-        monkeypatch.delenv("MTL_DEPLOY_BACKEND", raising=False)
-        if ops.backend() != "cpp":
-            pytest.skip(f"C++ kernels not available: {loader._failure}")
+        return request.param
+    monkeypatch.delenv("MTL_DEPLOY_BACKEND", raising=False)
+    if ops.backend() != "cpp":
+        pytest.skip(f"C++ kernels not available: {loader._failure}")
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")
+        if not loader.runs_fused(torch.empty(0, device="cuda")):
+            pytest.skip("this build of the kernels has no CUDA kernels (built with a CPU torch or without nvcc)")
     return request.param

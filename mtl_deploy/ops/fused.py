@@ -1,7 +1,8 @@
 """The public kernels: check arguments once, then run the C++ op or the reference.
 
-Which implementation runs is :func:`mtl_deploy.ops.backend`; both give the same
-values and gradients (the test suite holds them to it).
+Which implementation runs is :func:`mtl_deploy.ops.backend` and, per device,
+:func:`~mtl_deploy.ops.loader.runs_fused`; all give the same values and gradients
+(the test suite holds them to it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import ACTIVATIONS, LOSSES, check_inner_loop_options, check_multihead_linear
-from .loader import backend
+from .loader import runs_fused
 from .reference import inner_loop_reference, maml_step_reference, multihead_linear_reference
 from .registration import AUX_GRAD_SUMS, AUX_NONE, AUX_TRAJECTORY
 
@@ -38,7 +39,7 @@ def inner_loop(
     differentiable in ``params`` and tensor ``lr``: exactly (``order=2``) or with
     each step's Jacobian taken as the identity (``order=1``, first-order MAML).
     """
-    if backend() == "reference" or (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
+    if not runs_fused(x) or (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)):
         # Only the reference differentiates through the data (e.g. a trunk
         # producing x); the kernel's gradient covers params and lr.
         return inner_loop_reference(params, x, y, steps=steps, lr=lr, loss=loss, activation=activation, order=order)
@@ -82,7 +83,7 @@ def maml_step(
     d loss / d lr (one per Meta-SGD rate, empty for a float lr), exactly
     (``order=2``) or first-order (``order=1``). The result is not differentiable.
     """
-    if backend() == "reference":
+    if not runs_fused(support_x):
         return maml_step_reference(params, support_x, support_y, query_x, query_y, steps=steps, lr=lr, loss=loss,
                                    activation=activation, order=order)
     check_inner_loop_options(params, steps, lr, loss, activation, order)
@@ -107,7 +108,7 @@ def multihead_linear(x: Tensor, weight: Tensor, bias: Tensor, head_ids: Tensor |
         return multihead_linear_reference(x, weight, bias, head_ids)
     if head_ids is None:
         return _all_heads(x, weight, bias)
-    if backend() == "reference":
+    if not runs_fused(x):
         return multihead_linear_reference(x, weight, bias, head_ids)
     # The kernel checks every argument itself (RuntimeError naming it).
     if _wants_grad(x, weight, bias) or torch.compiler.is_compiling():

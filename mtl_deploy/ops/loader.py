@@ -48,6 +48,23 @@ def backend() -> str:
     return live
 
 
+def runs_fused(t: torch.Tensor) -> bool:
+    """Whether the fused kernels serve tensors on ``t``'s device: the CPU whenever the
+    C++ kernels are live, CUDA when the build has the CUDA kernels too (a CPU-only
+    build on a CUDA machine runs the reference there)."""
+    if backend() != "cpp":
+        return False
+    if t.is_cpu:
+        return True
+    kind = t.device.type
+    if kind not in _devices:
+        _devices[kind] = torch._C._dispatch_has_kernel_for_dispatch_key("mtl_deploy::inner_loop", kind.upper())
+    return _devices[kind]
+
+
+_devices: dict[str, bool] = {}  # device type -> whether the loaded build has its kernels
+
+
 def _ensure_loaded() -> str:
     global _loaded, _failure
     with _lock:
@@ -104,10 +121,13 @@ def _jit_build(source_hash: str) -> None:
         # torch's own baton file waits forever if a build was killed; holding our
         # lock means nobody else is building here, so any such file is stale.
         (build_dir / "lock").unlink(missing_ok=True)
+        cuda = sources.cuda_build()
         cpp_extension.load(
             name=f"mtl_deploy_C_{source_hash[:12]}",
-            sources=[str(p) for p in sources.cpp_sources()],
-            extra_cflags=sources.CXX_FLAGS,
+            sources=[str(p) for p in sources.cpp_sources() + (sources.cuda_sources() if cuda else [])],
+            extra_cflags=sources.CXX_FLAGS + (sources.CUDA_CXX_FLAGS if cuda else []),
+            extra_cuda_cflags=sources.NVCC_FLAGS,
+            with_cuda=cuda,
             build_directory=str(build_dir),
             is_python_module=False,
             verbose=False,

@@ -53,7 +53,7 @@ def _inner_loop_backward(ctx, grads, _grad_aux):
     x, y, aux = saved[ctx.n_params + ctx.n_lr :]
     t = x.shape[0]
     # (T, *p) per adapted parameter; unused outputs get no gradient from autograd.
-    v = [torch.zeros((t, *p.shape), dtype=p.dtype) if g is None else g.contiguous() for g, p in zip(grads, params)]
+    v = [p.new_zeros((t, *p.shape)) if g is None else g.contiguous() for g, p in zip(grads, params)]
     if ctx.aux_mode == AUX_TRAJECTORY:
         grad_params, grad_lr = OPS.inner_loop_backward(params, x, y, lr, *ctx.hyper, aux, v)
         return list(grad_params), None, None, list(grad_lr), None, None, None, None, None

@@ -1,8 +1,9 @@
-"""Where the C++ sources live, how they are compiled, and their content hash.
+"""Where the C++ and CUDA sources live, how they are compiled, and their content hash.
 
 Imported by ``setup.py`` straight from this file (before the package exists) and by
 the loader, so the ahead-of-time build and the JIT fallback use the same flags and
-agree on which sources a binary was built from. Standard library only.
+agree on which sources a binary was built from. Standard library only at import
+(``cuda_build`` imports torch when called).
 """
 
 from __future__ import annotations
@@ -28,12 +29,43 @@ CXX_FLAGS = [
     "-DPy_LIMITED_API=0x030a0000",
 ]
 
+# The CUDA kernels: machine code for Ampere (sm_80) and Hopper (sm_90), plus PTX
+# that later chips compile at load time. They use no sm_90a-only instructions.
+NVCC_FLAGS = [
+    "-O3",
+    "-std=c++17",
+    "-gencode=arch=compute_80,code=sm_80",
+    "-gencode=arch=compute_90,code=sm_90",
+    "-gencode=arch=compute_90,code=compute_90",
+]
+# The host half of the CUDA ops (csrc/cuda/ops.cpp) needs the CUDA shim of torch.
+CUDA_CXX_FLAGS = ["-DUSE_CUDA"]
+
 HASH_MARKER = b"MTL_DEPLOY_SOURCE_HASH="
 
 
 def cpp_sources(csrc: Path = CSRC) -> list[Path]:
-    """The translation units of the CPU extension (CUDA files are built separately)."""
+    """The translation units of the CPU kernels (every build has them)."""
     return sorted(csrc.glob("*.cpp"))
+
+
+def cuda_sources(csrc: Path = CSRC) -> list[Path]:
+    """The CUDA kernels (``*.cu``) and their torch-facing host code (``*.cpp``)."""
+    return sorted((csrc / "cuda").glob("*.cu")) + sorted((csrc / "cuda").glob("*.cpp"))
+
+
+def cuda_build() -> bool:
+    """Whether the CUDA kernels are built too: the installed torch has CUDA and its
+    toolkit's nvcc is found (``MTL_DEPLOY_CUDA=0`` opts out). A CPU torch builds the
+    CPU kernels alone."""
+    import os
+
+    if os.environ.get("MTL_DEPLOY_CUDA", "1") == "0":
+        return False
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.version.cuda is not None and CUDA_HOME is not None and (Path(CUDA_HOME) / "bin" / "nvcc").exists()
 
 
 def source_hash(csrc: Path = CSRC) -> str:

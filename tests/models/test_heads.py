@@ -60,8 +60,9 @@ def build(scheme, tasks=DEFAULT_TASKS):
 
 @pytest.mark.parametrize("scheme", sorted(SHARINGS))
 def test_training_and_serving_go_through_the_op_and_equal_per_head_linears(backend, scheme, op_calls):
-    model = build(scheme).train()
-    x = torch.randn(6, 7, generator=torch.Generator().manual_seed(1))
+    device = "cuda" if backend == "cuda" else "cpu"
+    model = build(scheme).train().to(device)
+    x = torch.randn(6, 7, generator=torch.Generator().manual_seed(1)).to(device)
     outputs = model(x)
     assert op_calls, "training forward did not call ops.multihead_linear"
     expected = per_head_reference(model, x)
@@ -83,9 +84,10 @@ def test_training_and_serving_go_through_the_op_and_equal_per_head_linears(backe
 
 @pytest.mark.parametrize("scheme", sorted(SHARINGS))
 def test_routed_forward_uses_the_routed_kernel(backend, scheme, op_calls):
-    model = build(scheme, SAME_SIZE).eval()
-    x = torch.randn(7, 7, generator=torch.Generator().manual_seed(2))
-    ids = torch.tensor([2, 0, 1, 1, 0, 2, 2])
+    device = "cuda" if backend == "cuda" else "cpu"
+    model = build(scheme, SAME_SIZE).eval().to(device)
+    x = torch.randn(7, 7, generator=torch.Generator().manual_seed(2)).to(device)
+    ids = torch.tensor([2, 0, 1, 1, 0, 2, 2], device=device)
     routed = model(x, task_ids=ids)
     assert any(call is ids for call in op_calls)
     every = torch.stack([model(x)[name] for name in model.task_names], dim=1)  # (B, H, C)

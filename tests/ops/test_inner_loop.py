@@ -1,4 +1,4 @@
-"""mtl_deploy.ops.inner_loop on both backends against an independent per-task oracle.
+"""mtl_deploy.ops.inner_loop on every backend (tests/ops/devices.py) against an independent per-task oracle.
 
 The oracle adapts one task at a time with F.linear and torch.autograd.grad, the way a
 reader would write MAML by hand; values and gradients (params and Meta-SGD lr) must
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl_deploy import ops
+from tests.ops.devices import cpu, on
 
 
 def make_case(rng: random.Random, *, T, K, widths, steps, loss, activation, meta_sgd, dtype, order):
@@ -99,16 +100,16 @@ def tolerances(dtype):
 @pytest.mark.parametrize("case", sample_inputs(), ids=lambda c: f"T{c['x'].shape[0]}K{c['x'].shape[1]}-{c['loss']}-o{c['order']}")
 def test_values_and_gradients_match_oracle(backend, case):
     results = []
-    for fn in (ops.inner_loop, oracle):
-        params, lr = leaves(case)
-        kwargs = {k: case[k] for k in ("steps", "loss", "activation", "order")}
-        adapted = fn(params, case["x"], case["y"], lr=lr, **kwargs)
+    for fn, c in ((ops.inner_loop, on(backend, case)), (oracle, case)):
+        params, lr = leaves(c)
+        kwargs = {k: c[k] for k in ("steps", "loss", "activation", "order")}
+        adapted = fn(params, c["x"], c["y"], lr=lr, **kwargs)
         # A fixed random functional of the adapted parameters, so every entry gets its own weight.
         gen = torch.Generator().manual_seed(1)
-        weights = [torch.randn(a.shape, generator=gen, dtype=a.dtype) for a in adapted]
+        weights = [torch.randn(a.shape, generator=gen, dtype=a.dtype).to(a.device) for a in adapted]
         objective = sum((w * a).sum() for w, a in zip(weights, adapted))
         inputs = params + (lr if isinstance(lr, list) else [])
-        results.append(([a.detach() for a in adapted], torch.autograd.grad(objective, inputs)))
+        results.append((cpu(adapted), cpu(torch.autograd.grad(objective, inputs))))
     tol = tolerances(case["x"].dtype)
     for got, want in zip(results[0][0], results[1][0]):
         torch.testing.assert_close(got, want, **tol)
@@ -137,15 +138,16 @@ def test_adaptation_without_gradients_matches_oracle(backend, case):
     if isinstance(case["lr"], list):
         case["lr"] = [a.float() for a in case["lr"]]
     kwargs = {k: case[k] for k in ("steps", "lr", "loss", "activation")}
+    moved = on(backend, case)
     with torch.no_grad():
-        got = ops.inner_loop(case["params"], case["x"], case["y"], **kwargs)
+        got = cpu(ops.inner_loop(moved["params"], moved["x"], moved["y"], **(kwargs | {"lr": moved["lr"]})))
     want = oracle([p.clone().requires_grad_() for p in case["params"]], case["x"], case["y"], order=1, **kwargs)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w.detach(), **tolerances(torch.float32))
 
 
 def test_zero_steps_returns_params_per_task(backend):
-    case = sample_inputs()[0] | {"steps": 0}
+    case = on(backend, sample_inputs()[0] | {"steps": 0})
     adapted = ops.inner_loop(case["params"], case["x"], case["y"], steps=0, lr=0.1)
     for a, p in zip(adapted, case["params"]):
         torch.testing.assert_close(a, p.expand(case["x"].shape[0], *p.shape))
@@ -159,7 +161,7 @@ def small_f64(loss, activation, meta_sgd, order, steps=3, seed=3):
 
 @pytest.mark.parametrize("loss,activation", [("mse", "tanh"), ("cross_entropy", "relu"), ("cross_entropy", "tanh")])
 def test_gradcheck_second_order(backend, loss, activation):
-    case = small_f64(loss, activation, meta_sgd=True, order=2)
+    case = on(backend, small_f64(loss, activation, meta_sgd=True, order=2))
     params, lr = leaves(case)
     n = len(params)
 
@@ -173,7 +175,7 @@ def test_gradcheck_second_order(backend, loss, activation):
 def test_gradcheck_first_order_lr(backend):
     # With one step, d(theta_1)/d(lr) = -grad(theta_0) exactly, so the first-order
     # lr gradient is the true derivative and gradcheck applies.
-    case = small_f64("cross_entropy", "tanh", meta_sgd=True, order=1, steps=1)
+    case = on(backend, small_f64("cross_entropy", "tanh", meta_sgd=True, order=1, steps=1))
     _, lr = leaves(case)
 
     def fn(*rates):
@@ -185,7 +187,7 @@ def test_gradcheck_first_order_lr(backend):
 
 def test_first_order_differs_from_exact(backend):
     # Guards against order=1 silently computing the exact gradient (or vice versa).
-    case = small_f64("mse", "tanh", meta_sgd=False, order=1)
+    case = on(backend, small_f64("mse", "tanh", meta_sgd=False, order=1))
     grads = []
     for order in (1, 2):
         params, _ = leaves(case)
@@ -197,7 +199,7 @@ def test_first_order_differs_from_exact(backend):
 def test_double_backward_raises(backend):
     if backend == "reference":
         pytest.skip("the reference is plain autograd and supports higher derivatives")
-    case = small_f64("mse", "relu", meta_sgd=False, order=2)
+    case = on(backend, small_f64("mse", "relu", meta_sgd=False, order=2))
     params, _ = leaves(case)
     adapted = ops.inner_loop(params, case["x"], case["y"], steps=2, lr=0.1)
     with pytest.raises(RuntimeError, match="double backward"):
@@ -218,13 +220,13 @@ def opcheck_args(case):
 def test_opcheck(backend, case):
     if backend == "reference":
         pytest.skip("opcheck applies to the registered C++ op")
-    torch.library.opcheck(torch.ops.mtl_deploy.inner_loop.default, opcheck_args(case))
+    torch.library.opcheck(torch.ops.mtl_deploy.inner_loop.default, opcheck_args(on(backend, case)))
 
 
 def test_torch_compile_sees_the_op(backend):
     if backend == "reference":
         pytest.skip("checks the registered C++ op under torch.compile")
-    case = small_f64("mse", "tanh", meta_sgd=False, order=2)
+    case = on(backend, small_f64("mse", "tanh", meta_sgd=False, order=2))
     args = opcheck_args(case)
     fn = torch.compile(lambda *a: torch.ops.mtl_deploy.inner_loop(*a)[0], backend="aot_eager", fullgraph=True)
     adapted = fn(*args)
@@ -252,7 +254,7 @@ BAD = {
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_inputs_raise(backend, name):
     mutation, message = BAD[name]
-    case = mutation(small_f64("cross_entropy", "relu", meta_sgd=True, order=2))
+    case = mutation(on(backend, small_f64("cross_entropy", "relu", meta_sgd=True, order=2)))
     with pytest.raises((ValueError, RuntimeError), match=message):
         ops.inner_loop(case["params"], case["x"], case["y"], steps=case["steps"], lr=case["lr"],
                        loss=case["loss"], activation=case["activation"])
@@ -264,7 +266,7 @@ def test_kernel_checks_its_own_arguments(backend, name):
     if backend == "reference":
         pytest.skip("checks the C++ op called directly")
     mutation, _ = BAD[name]
-    case = mutation(small_f64("cross_entropy", "relu", meta_sgd=True, order=2))
+    case = mutation(on(backend, small_f64("cross_entropy", "relu", meta_sgd=True, order=2)))
     args = list(opcheck_args(case))
     with pytest.raises(RuntimeError):
         torch.ops.mtl_deploy.inner_loop(*args)

@@ -1,4 +1,4 @@
-"""mtl_deploy.ops.maml_step on both backends against autograd through the reference:
+"""mtl_deploy.ops.maml_step on every backend (tests/ops/devices.py) against autograd through the reference:
 the loss and the meta-gradients (params and Meta-SGD rates), both orders, random shapes."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtl_deploy import ops
+from tests.ops.devices import cpu, on
 
 
 def make_case(rng: random.Random, *, T, K, Q, widths, steps, loss, activation, meta_sgd, dtype, order):
@@ -66,7 +67,8 @@ def call(fn, case):
 
 @pytest.mark.parametrize("case", sample_inputs(), ids=case_id)
 def test_loss_and_meta_gradients_match_autograd_through_the_reference(backend, case):
-    loss, grads, grad_lr = call(ops.maml_step, case)
+    loss, grads, grad_lr = call(ops.maml_step, on(backend, case))
+    loss, grads, grad_lr = loss.cpu(), cpu(grads), cpu(grad_lr)
     want_loss, want_grads, want_lr = call(ops.maml_step_reference, case)
     assert len(grad_lr) == (len(case["params"]) if isinstance(case["lr"], list) else 0)
     tol = dict(rtol=1e-7, atol=1e-9) if case["support_x"].dtype == torch.float64 else dict(rtol=2e-3, atol=2e-4)
@@ -80,6 +82,7 @@ def test_loss_and_meta_gradients_match_autograd_through_the_reference(backend, c
 def test_second_order_gradient_matches_finite_differences(backend, meta_sgd):
     case = make_case(random.Random(5), T=2, K=3, Q=2, widths=[2, 3, 2], steps=2, loss="cross_entropy",
                      activation="tanh", meta_sgd=meta_sgd, dtype=torch.float64, order=2)
+    case = on(backend, case)
     _, grads, grad_lr = call(ops.maml_step, case)
     tensors = case["params"] + (case["lr"] if meta_sgd else [])
     eps = 1e-6
@@ -107,13 +110,13 @@ def op_args(case):
 def test_opcheck(backend, case):
     if backend == "reference":
         pytest.skip("opcheck applies to the registered C++ op")
-    torch.library.opcheck(torch.ops.mtl_deploy.maml_step.default, op_args(case))
+    torch.library.opcheck(torch.ops.mtl_deploy.maml_step.default, op_args(on(backend, case)))
 
 
 def test_compile_and_export_of_the_registered_op(backend):
     if backend == "reference":
         pytest.skip("checks the registered C++ op under torch.compile and torch.export")
-    case = sample_inputs()[1]
+    case = on(backend, sample_inputs()[1])
     args = op_args(case)
     eager = torch.ops.mtl_deploy.maml_step(*args)
 
@@ -143,7 +146,7 @@ BAD = {
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_inputs_raise(backend, name):
     mutation, message = BAD[name]
-    case = mutation(make_case(random.Random(1), T=3, K=4, Q=2, widths=[2, 3, 2], steps=1, loss="mse",
-                              activation="relu", meta_sgd=False, dtype=torch.float64, order=2))
+    case = on(backend, mutation(make_case(random.Random(1), T=3, K=4, Q=2, widths=[2, 3, 2], steps=1, loss="mse",
+                                          activation="relu", meta_sgd=False, dtype=torch.float64, order=2)))
     with pytest.raises((ValueError, RuntimeError), match=message):
         call(ops.maml_step, case)

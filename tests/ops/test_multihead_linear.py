@@ -1,4 +1,4 @@
-"""mtl_deploy.ops.multihead_linear on both backends against a per-head F.linear oracle."""
+"""mtl_deploy.ops.multihead_linear on every backend (tests/ops/devices.py) against a per-head F.linear oracle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl_deploy import ops
+from tests.ops.devices import cpu, on
 
 
 def sample_inputs(n: int = 16, seed: int = 0):
@@ -47,11 +48,11 @@ def case_id(c):
 @pytest.mark.parametrize("case", sample_inputs(), ids=case_id)
 def test_values_and_gradients_match_oracle(backend, case):
     results = []
-    for fn in (ops.multihead_linear, oracle):
-        x, w, b = (case[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
-        out = fn(x, w, b, case["head_ids"])
-        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype)
-        results.append((out.detach(), *torch.autograd.grad((probe * out).sum(), (x, w, b))))
+    for fn, c in ((ops.multihead_linear, on(backend, case)), (oracle, case)):
+        x, w, b = (c[k].clone().requires_grad_() for k in ("x", "weight", "bias"))
+        out = fn(x, w, b, c["head_ids"])
+        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype).to(out.device)
+        results.append(cpu([out, *torch.autograd.grad((probe * out).sum(), (x, w, b))]))
     tol = dict(rtol=1e-9, atol=1e-9) if case["x"].dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, **tol)
@@ -60,10 +61,9 @@ def test_values_and_gradients_match_oracle(backend, case):
 @pytest.mark.parametrize("routed", [False, True])
 def test_gradcheck(backend, routed):
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(9, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    w = torch.randn(3, 4, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    b = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    ids = torch.randint(0, 3, (9,), generator=gen) if routed else None
+    x, w, b = (on(backend, torch.randn(*shape, dtype=torch.float64, generator=gen)).requires_grad_()
+               for shape in ((9, 6), (3, 4, 6), (3, 4)))
+    ids = on(backend, torch.randint(0, 3, (9,), generator=gen)) if routed else None
     assert torch.autograd.gradcheck(lambda x, w, b: ops.multihead_linear(x, w, b, ids), (x, w, b))
 
 
@@ -71,6 +71,7 @@ def test_gradcheck(backend, routed):
 def test_opcheck(backend, case):
     if backend == "reference":
         pytest.skip("opcheck applies to the registered C++ op")
+    case = on(backend, case)
     args = (case["x"].requires_grad_(), case["weight"].requires_grad_(), case["bias"].requires_grad_(), case["head_ids"])
     torch.library.opcheck(torch.ops.mtl_deploy.multihead_linear.default, args)
 
@@ -83,7 +84,7 @@ def test_export_keeps_the_op(backend):
         def forward(self, x, w, b, ids):
             return torch.ops.mtl_deploy.multihead_linear(x, w, b, ids)
 
-    args = (torch.randn(4, 8), torch.randn(2, 3, 8), torch.randn(2, 3), torch.tensor([0, 1, 1, 0]))
+    args = on(backend, (torch.randn(4, 8), torch.randn(2, 3, 8), torch.randn(2, 3), torch.tensor([0, 1, 1, 0])))
     program = torch.export.export(Routed(), args)
     assert "mtl_deploy.multihead_linear" in program.graph_module.code
     torch.testing.assert_close(program.module()(*args), oracle(*args))
@@ -109,13 +110,13 @@ BAD = {
 def test_bad_inputs_raise(backend, name):
     mutation, message = BAD[name]
     with pytest.raises((ValueError, RuntimeError), match=message):
-        ops.multihead_linear(**mutation(valid()))
+        ops.multihead_linear(**on(backend, mutation(valid())))
 
 
 @pytest.mark.parametrize("name", ["x wrong rank", "weight wrong D", "head_ids out of range", "head_ids length"])
 def test_kernel_checks_its_own_arguments(backend, name):
     if backend == "reference":
         pytest.skip("checks the C++ op called directly")
-    case = BAD[name][0](valid())
+    case = on(backend, BAD[name][0](valid()))
     with pytest.raises(RuntimeError, match="multihead_linear"):
         torch.ops.mtl_deploy.multihead_linear(case["x"], case["weight"], case["bias"], case["head_ids"])
