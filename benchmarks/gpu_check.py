@@ -70,11 +70,11 @@ def build(out: Path, report: Report) -> bool:
     return ok
 
 
-def run_tests(out: Path, report: Report) -> None:
+def run_tests(out: Path, report: Report, paths: list[str]) -> None:
     start = time.perf_counter()
     with open(out / "tests.log", "w") as log:
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "-rfEs",
-                        "tests"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                        *paths], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                        env=os.environ | {"MTL_DEPLOY_BACKEND": "cpp"})
     text = (out / "tests.log").read_text().strip().splitlines()
     summary = text[-1] if text else "no output"
@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no torch.compile")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--tests", nargs="*", default=["tests"], help="test paths whose gpu tests run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -244,7 +245,7 @@ def main(argv=None) -> int:
     if not args.skip_build and not build(args.out, report):
         return 1
     if not args.skip_tests:
-        run_tests(args.out, report)
+        run_tests(args.out, report, args.tests)
     bench(report, args.quick)
     return 0
 
