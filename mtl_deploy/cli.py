@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 TrustOption = Annotated[list[str], typer.Option(
     "--trust", help="Top-level package whose model factory a checkpoint may import (repeatable; also MTL_DEPLOY_TRUST).")]
+DEVICE_HELP = ("ONNX Runtime device: auto (CUDA when the installed ONNX Runtime has it, else cpu), cpu, cuda or tensorrt; "
+               "a device whose provider is missing is an error, never a CPU fallback.")
 
 
 @contextlib.contextmanager
@@ -181,17 +183,18 @@ def verify(
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint it came from: also compare with PyTorch.")] = None,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance [default: 1e-5, adapter 1e-4; never the manifest's].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance [default: 1e-4; never the manifest's].")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP + " cpu by default, so a re-proof reproduces the export's numbers.")] = "cpu",
     trust: TrustOption = [],
 ):
     """Re-check an export: file hashes, the ONNX checker, and parity re-proved with the library's
     tolerances (vs PyTorch with --checkpoint; a pt2 / aoti / torchscript export needs it).
 
-    Example: mtl-deploy verify runs/export --checkpoint runs/ckpt
+    Example: mtl-deploy verify runs/export --checkpoint runs/ckpt --device cuda
     """
     with user_errors(trust=trust):
         from mtl_deploy.exporters import verify_export
         from mtl_deploy.tables import parity_table
-        typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol)))
+        typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol, device=device)))
         typer.echo("verified")
 
 
@@ -204,15 +207,16 @@ def predict(
     header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
     logits: Annotated[bool, typer.Option("--logits", help="Class tasks: the raw logits instead of label and probability.")] = False,
     task_ids: Annotated[Optional[str], typer.Option("--task-ids", help="Routed export: each row's task id, an .npy file or a column of the CSV input.")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ):
     """Predict with an export in ONNX Runtime (no PyTorch needed).
 
-    Example: mtl-deploy predict runs/export --input rows.csv --output predictions.csv
+    Example: mtl-deploy predict runs/export --input rows.csv --output predictions.csv --device cuda
     """
     with user_errors():
         from mtl_deploy.runtime.files import predict_file, table_text
 
-        table = predict_file(export_dir, input, task, output, header, logits, task_ids)
+        table = predict_file(export_dir, input, task, output, header, logits, task_ids, device)
         typer.echo(table_text(table) if output is None else f"predictions: {output}", nl=output is not None)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -79,6 +80,7 @@ NEW = "{outs}/new"  # an output path that does not exist yet
 MAML_ADAPT = ("adapt", "{maml}", "--support", "{support}")
 ANALYZE = ("analyze", "{ckpt}", "--preset", "synthetic-related")
 PREDICT = ("predict", "{onnx}", "--input")
+CPU_BUILD = "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
 
 CONFIG_ROWS = [cli(f"train-config-{name.replace('_', '-')}", 2, says, "train", f"{{cfg_{name}}}", "--out", NEW)
                for name, says in [
@@ -252,6 +254,7 @@ VERIFY_INSPECT_ROWS = [
     cli("verify-adapter-wrong-checkpoint", 2, "{ckpt}", "verify", "{adapter}", "--checkpoint", "{ckpt}"),
     cli("verify-missing", 2, "not an export|does not exist", "verify", "{missing}"),
     cli("verify-user-dir", 2, "export", "verify", "{user}"),
+    cli("verify-device-unknown", 2, "nonsense", "verify", "{onnx}", "--device", "nonsense"),
     cli("inspect-missing", 2, "does not exist", "inspect", "{missing}"),
     cli("inspect-corrupt-manifest", 1, "corrupt", "inspect", "{corrupt_manifest}"),
     cli("inspect-manifest-missing-fields", 1, "manifest", "inspect", "{hollow_manifest}"),
@@ -293,6 +296,9 @@ PREDICT_ROWS = [
     cli("predict-output-unknown-type", 2, ".txt", *PREDICT, "{rows_npy}", "--output", "{outs}/p.txt"),
     cli("predict-output-under-a-file", 1, "a_file", *PREDICT, "{rows_npy}", "--output", "{a_file}/p.csv"),
     cli("predict-output-is-a-directory", 2, "{user}", *PREDICT, "{rows_npy}", "--output", "{user}"),
+    cli("predict-device-unknown", 2, "nonsense", *PREDICT, "{rows_npy}", "--device", "nonsense"),
+    *([cli("predict-device-without-its-provider", 1, "mtl-deploy[gpu]", *PREDICT, "{rows_npy}", "--device", "cuda",
+           "--output", "{outs}/p.csv")] if CPU_BUILD else []),  # a GPU build has CUDA to use
 ]
 
 DEMO_ROWS = [

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtl_deploy.exporters.verify import onnxruntime_session, random_inputs
+from mtl_deploy.exporters.verify import random_inputs
 from mtl_deploy.models.inputs import signature_of
+from mtl_deploy.runtime.session import session_for
 from mtl_deploy.timing import median_seconds
 
 
@@ -21,7 +22,7 @@ def median_ms(fn: Callable[[], object], repeats: int = 200, warmup: int = 20) ->
 
 def serving_latency(model: nn.Module, onnx_path: str | Path, batch_sizes=(1, 64), repeats: int = 200) -> list[dict]:
     """Per batch size: median ms of ONNX Runtime and of PyTorch eager (no_grad), 1 thread each."""
-    session = onnxruntime_session(onnx_path, threads=1)
+    session = session_for(onnx_path, threads=1)
     signature = signature_of(model)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)

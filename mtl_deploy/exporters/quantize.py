@@ -18,7 +18,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.exporters.graphs import routed_feeds
 from mtl_deploy.exporters.latency import median_ms
-from mtl_deploy.exporters.verify import check_graph, onnxruntime_session
+from mtl_deploy.exporters.verify import check_graph
+from mtl_deploy.runtime.session import session_for
 
 INT8_FILE = "model.int8.onnx"
 
@@ -51,7 +52,7 @@ def add_int8(staging: Path, manifest: dict, rows: dict[str, np.ndarray], max_err
     feeds = {name: np.ascontiguousarray(values[:64]) for name, values in rows.items()}
     if manifest.get("routed"):
         feeds = routed_feeds(feeds, len(manifest["tasks"]))
-    sessions = {"float32": onnxruntime_session(source, threads=1), "int8": onnxruntime_session(target, threads=1)}
+    sessions = {"float32": session_for(source, threads=1), "int8": session_for(target, threads=1)}
     names = [o["name"] for o in manifest["outputs"]]
     outputs = {kind: dict(zip(names, s.run(names, feeds))) for kind, s in sessions.items()}
     kinds = {spec["output"]: spec["kind"] for spec in manifest["tasks"].values()}

@@ -29,15 +29,20 @@ from mtl_deploy.exporters.verify import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, Outp
 from mtl_deploy.meta.adapt import fewshot_model
 from mtl_deploy.models.inputs import PROOF_LENGTHS, InputSpec, Signature, signature_of
 from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest
+from mtl_deploy.runtime.session import resolve_device
 
 MAX_FEATURES = 1 << 20  # rows of random inputs are built from the graph's shape: bound it
 
 
 def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
-                  atol: float | None = None, rtol: float | None = None, trust: Iterable[str] = ()) -> ParityReport:
+                  atol: float | None = None, rtol: float | None = None, trust: Iterable[str] = (),
+                  device: str = "cpu") -> ParityReport:
     """Check hashes and graph; then re-prove parity: against PyTorch with `checkpoint`
     (whose trunk factory may come from the packages in `trust`), else (ONNX) ONNX Runtime
-    against the ONNX reference evaluator. Raises on any failure."""
+    against the ONNX reference evaluator. Raises on any failure.
+    ONNX Runtime runs on `device` ("auto", "cpu", "cuda", "tensorrt", as `Predictor`); the
+    CPU unless asked, so that a re-proof reproduces the export's own numbers anywhere."""
+    device = resolve_device(device)
     export_dir = Path(export_dir)
     manifest = read_export_manifest(export_dir)
     adapter = manifest["format"] == "mtl_deploy.adapter"
@@ -51,12 +56,15 @@ def verify_export(export_dir: str | Path, checkpoint: str | Path | None = None,
                          + ("" if manifest.get("weights_sha256") else " (the export records no weights hash: "
                             "export it again)"))
     format = manifest.get("artifact_format", "onnx")
+    if format in ARTIFACTS and device != "cpu":
+        raise InputError(f"{export_dir} is a {format} export, proved in PyTorch on the CPU; --device applies to "
+                         "ONNX exports")
     if format in ARTIFACTS:
         report = _verify_torch_artifact(model_path, format, manifest, loaded, atol, rtol)
     elif adapter:
-        report = _verify_adapter(model_path, manifest, loaded, atol, rtol)
+        report = _verify_adapter(model_path, manifest, loaded, atol, rtol, device)
     else:
-        report = _verify_onnx(model_path, manifest, loaded, atol, rtol)
+        report = _verify_onnx(model_path, manifest, loaded, atol, rtol, device)
     if not report.passed:
         raise ParityError(report.failure_message())
     return report
@@ -101,9 +109,9 @@ def _row_shape(proto, index: int = 0) -> list[int]:
     return shape
 
 
-def _verify_onnx(model_path: Path, manifest: dict, loaded, atol: float, rtol: float) -> ParityReport:
+def _verify_onnx(model_path: Path, manifest: dict, loaded, atol: float, rtol: float, device: str) -> ParityReport:
     proto = _checked_graph(model_path, manifest)
-    runners = graph_runners(model_path, proto)
+    runners = graph_runners(model_path, proto, device)
     routed = bool(manifest.get("routed", False))
     if loaded is None:
         signature = _graph_signature(proto, manifest)
@@ -136,9 +144,9 @@ def _verify_torch_artifact(model_path: Path, format: str, manifest: dict, loaded
                         DEFAULT_BATCH_SIZES, atol, rtol)
 
 
-def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol: float) -> ParityReport:
+def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol: float, device: str) -> ParityReport:
     proto = _checked_graph(model_path, manifest)
-    runners = graph_runners(model_path, proto)
+    runners = graph_runners(model_path, proto, device)
     if loaded is not None:
         model = fewshot_model(loaded.model).eval()
         return prove_adapter(runners, model, manifest["steps"], manifest["lr"] if manifest.get("head_lr") is None else None,

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
@@ -23,6 +22,7 @@ from torch import nn
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.onnx_graph import STANDARD_DOMAINS
 from mtl_deploy.models.inputs import signature_of
+from mtl_deploy.runtime.session import session_for
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
@@ -114,13 +114,6 @@ def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     return proto
 
 
-def onnxruntime_session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class GatherElements(OpRun):
     """ONNX GatherElements as `np.take_along_axis`: the reference evaluator's own falls back
     to a row loop that is wrong when the gathered axis has more than 32 entries."""
@@ -133,13 +126,18 @@ class GatherElements(OpRun):
         return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
 
 
-def graph_runners(path: str | Path, proto: onnx.ModelProto) -> dict[str, Callable[[dict], Outputs]]:
-    """Runtime name -> function(feeds) -> outputs, for each runtime that checks the graph."""
-    session = onnxruntime_session(path)
+def graph_runners(path: str | Path, proto: onnx.ModelProto, device: str = "cpu"
+                  ) -> dict[str, Callable[[dict], Outputs]]:
+    """Runtime name -> function(feeds) -> outputs, for each runtime that checks the graph.
+    ONNX Runtime runs on the CPU unless asked (`session_for`'s devices), so that a proof's
+    numbers are the same on every machine; on another device its name says which provider."""
+    session = session_for(path, device, threads=0)
+    provider = session.get_providers()[0]
     reference = ReferenceEvaluator(proto, new_ops=[GatherElements])
     names = [o.name for o in proto.graph.output]
     return {
-        "onnxruntime": lambda feeds: dict(zip(names, session.run(names, feeds))),
+        "onnxruntime" if provider == "CPUExecutionProvider" else f"onnxruntime ({provider})":
+            lambda feeds: dict(zip(names, session.run(names, feeds))),
         "onnx.reference": lambda feeds: dict(zip(names, reference.run(names, feeds))),
     }
 

@@ -8,20 +8,27 @@ from pathlib import Path
 import numpy as np
 
 from mtl_deploy.errors import InputError, bounded, numeric_array
-from mtl_deploy.runtime.predictor import artifact_path, finite_outputs, read_export_manifest, session_for
+from mtl_deploy.runtime.predictor import artifact_path, finite_outputs, read_export_manifest
+from mtl_deploy.runtime.session import session_for
 
 
 class FewShotAdapter:
-    """`FewShotAdapter(adapter_dir).adapt(support_x, support_y).predict(query_x)`."""
+    """`FewShotAdapter(adapter_dir).adapt(support_x, support_y).predict(query_x)`; `device`
+    and `providers` as on `Predictor`."""
 
-    def __init__(self, export_dir: str | Path, threads: int | None = None):
+    def __init__(self, export_dir: str | Path, threads: int | None = None, *, device: str = "auto"):
         export_dir = Path(export_dir)
         self.manifest = read_export_manifest(export_dir)
         if self.manifest.get("format") != "mtl_deploy.adapter":
             raise InputError(f"{export_dir} is not an adapter export; export with --format adapter")
-        self.session = session_for(artifact_path(export_dir, self.manifest), threads)
+        self.session = session_for(artifact_path(export_dir, self.manifest), device, threads)
         self.row_shape = self.manifest["inputs"][0]["shape"][1:]
         self.task = self.manifest["task"]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, the device's own first."""
+        return self.session.get_providers()
 
     def check_rows(self, x, name: str) -> np.ndarray:
         x = numeric_array(x, name)

@@ -124,11 +124,12 @@ def _whole_ids(ids) -> np.ndarray:
 
 def predict_file(export_dir: str | Path, input_path: str | Path, task: str | None = None,
                  output_path: str | Path | None = None, header: bool | None = None, logits: bool = False,
-                 task_ids: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Predict the rows of a file; write them to `output_path` when given. Returns the
-    table of readable columns (see `prediction_table`). A routed export takes `task_ids`:
-    an `.npy` of ids, or the name of a column of the CSV input (left out of the inputs)."""
-    predictor = Predictor(export_dir)
+                 task_ids: str | Path | None = None, device: str = "auto") -> dict[str, np.ndarray]:
+    """Predict the rows of a file on `device` (see `Predictor`); write them to `output_path`
+    when given. Returns the table of readable columns (see `prediction_table`). A routed
+    export takes `task_ids`: an `.npy` of ids, or the name of a column of the CSV input (left
+    out of the inputs)."""
+    predictor = Predictor(export_dir, device=device)
     input_path = Path(input_path)
     ids = None
     if task_ids is not None and Path(task_ids).suffix == ".npy":

@@ -12,23 +12,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from mtl_deploy.errors import InputError, MtlDeployError, numeric_array
-
-
-def session_for(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with all graph optimisations; small graphs gain nothing from many
-    threads, so the default is the core count capped at 4."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads if threads is not None else min(4, os.cpu_count() or 1)
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ONNX Runtime raises its own types for a corrupt or foreign file
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise MtlDeployError(f"ONNX Runtime cannot load {path} ({first}); export again") from None
+from mtl_deploy.runtime.session import session_for
 
 
 def finite_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -88,25 +74,35 @@ class Predictor:
     array, or a dict of arrays by input name for a model of several inputs (token ids and
     attention mask, an image and a feature vector).
     On an adapter export, `Predictor(adapter_dir).adapt(support_x, support_y)` returns a
-    predictor bound to the task the support set shows."""
+    predictor bound to the task the support set shows.
+    `device` is "auto" (CUDA when the installed ONNX Runtime has it, else the CPU), "cpu",
+    "cuda" or "tensorrt"; a device whose provider is missing or does not start is an error,
+    never a quiet CPU fallback (see `session_for`). `providers` says what runs."""
 
-    def __init__(self, export_dir: str | Path, threads: int | None = None):
+    def __init__(self, export_dir: str | Path, threads: int | None = None, *, device: str = "auto"):
         export_dir = Path(export_dir)
         self.manifest = read_export_manifest(export_dir)
         self.export_dir = export_dir
         if self.manifest.get("format") == "mtl_deploy.adapter":
-            from mtl_deploy.runtime.adapter import FewShotAdapter  # it builds on this module's session_for
+            from mtl_deploy.runtime.adapter import FewShotAdapter  # it builds on this module's manifest readers
 
-            self.adapter = FewShotAdapter(export_dir, threads)
+            self.adapter = FewShotAdapter(export_dir, threads, device=device)
             return  # nothing to predict before adapting
         if self.manifest.get("artifact_format", "onnx") != "onnx":
             raise InputError(f"{export_dir} is a {self.manifest['artifact_format']} export; the runtime serves ONNX "
                              f"exports (mtl-deploy export CKPT --format onnx), load {self.manifest['artifact']} with torch")
-        self.session = session_for(artifact_path(export_dir, self.manifest), threads)
+        self.session = session_for(artifact_path(export_dir, self.manifest), device, threads)
         self.inputs = [i for i in self.manifest["inputs"] if i.get("name") != "task_id"]  # routed graphs add task_id
         self.input = self.inputs[0]
         self.tasks = self.manifest["tasks"]
         self.routed = self.manifest.get("routed", False)
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, the device's own first."""
+        if self.manifest.get("format") == "mtl_deploy.adapter":
+            return self.adapter.providers
+        return self.session.get_providers()
 
     @property
     def row_shape(self) -> list:
