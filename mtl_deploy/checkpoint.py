@@ -61,7 +61,7 @@ def save(model: nn.Module, path: str | Path, *, sample_inputs=None,
 def write_checkpoint(model: nn.Module, directory: Path, *, sample_inputs=None, **info) -> None:
     """The checkpoint files of `model` in the existing `directory` (not atomic: `save` is)."""
     config = model.config()
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # the same file from any device
     broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise MtlDeployError(f"the model's weights hold NaN or inf ({bounded(broken, 3)}): training or adaptation "

@@ -67,6 +67,7 @@ def train(
     iterations: Annotated[Optional[int], typer.Option(help="Override meta.iterations (meta-learning runs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the run's seed.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between saved training states.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Where to train: cpu, cuda, cuda:N or auto (cuda when there is a GPU); overrides train.device / meta.device, e.g. --device cuda.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last saved state.")] = None,
     trust: TrustOption = [],
 ):
@@ -84,7 +85,7 @@ def train(
         from mtl_deploy.runs.distributed import from_environment
         from mtl_deploy.tables import training_summary
         overrides = overrides_from_flags(data=data, epochs=epochs, iterations=iterations, seed=seed,
-                                         checkpoint_every=checkpoint_every)
+                                         checkpoint_every=checkpoint_every, device=device)
         run = training.run_config(config, preset, overrides, out, resume is not None)
         fitted = training.train(run, out, _progress(), resume is not None)
         if from_environment().is_main:  # the process group the run joined

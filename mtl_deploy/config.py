@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mtl_deploy.errors import InputError
-from mtl_deploy.schema import Bool, Choice, Float, Int, Invalid, Json, Keywords, ListOf, Maybe, Table, Text, Variant
+from mtl_deploy.schema import (Bool, Choice, Float, Int, Invalid, Json, Keywords, ListOf, Maybe, Pattern, Table, Text,
+                               Variant)
 
 
 def setting(default: Any, rule: Any):
@@ -55,6 +56,8 @@ SYNTHETIC = Table({  # keyword arguments of synthetic_family and SyntheticFamily
     "noise": Float(0),
 })
 FRACTION = Float(0, 1, open=("low", "high"))
+# where a run trains; "auto" is cuda when torch sees a GPU, else cpu (checked when training starts)
+DEVICE = Pattern(r"cpu|auto|cuda(:[0-9]+)?", '"cpu", "cuda", "cuda:N" or "auto"')
 
 
 @dataclass
@@ -91,6 +94,7 @@ class TrainConfig:
     aggregation_options: dict = setting({}, Keywords("aggregation", "mtl_deploy.mtl.aggregate:WEIGHTINGS_OF_GRAMIAN"))
     checkpoint_every: int = setting(200, Int(1))  # minibatch steps between saved training states (for --resume)
     seed: int = setting(0, Int(0))
+    device: str = setting("cpu", DEVICE)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class MetaConfig:
     val_tasks: int = setting(200, Int(1))
     checkpoint_every: int = setting(500, Int(1))  # steps between saved training states (for --resume)
     seed: int = setting(0, Int(0))
+    device: str = setting("cpu", DEVICE)
     rotations: bool = setting(False, Bool())  # omniglot: each character's four quarter turns are classes of their own
     train_ways: int | None = setting(None, Maybe(Int(2)))  # protonet/matching: ways of meta-training episodes (None: ways)
     learned_scale: bool = setting(False, Bool())  # protonet/matching: learn the distance scale (a temperature)
@@ -237,6 +242,7 @@ TRAIN_FLAGS = {  # each flag of `train` -> the config keys it sets (in whichever
     "iterations": ("meta.iterations",),
     "seed": ("train.seed", "meta.seed"),
     "checkpoint_every": ("train.checkpoint_every", "meta.checkpoint_every"),
+    "device": ("train.device", "meta.device"),
 }
 
 

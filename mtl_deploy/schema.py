@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import re
 import reprlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,22 @@ class Text:
 
     def check(self, value, where, section=None):
         if not isinstance(value, str) or not value.strip():
+            raise refuse(where, self.describe(), value)
+        return value
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string that the regular expression `regex` matches whole; `expected` says which in words."""
+
+    regex: str
+    expected: str
+
+    def describe(self) -> str:
+        return self.expected
+
+    def check(self, value, where, section=None):
+        if not isinstance(value, str) or re.fullmatch(self.regex, value) is None:
             raise refuse(where, self.describe(), value)
         return value
 

@@ -12,6 +12,7 @@ from mtl_deploy.config import RunConfig, apply_overrides, check_config, config_f
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.train import MetaFitted, meta_train_and_save
 from mtl_deploy.mtl.fit import Fitted, train_run
+from mtl_deploy.runs.device import training_device
 from mtl_deploy.runs.directory import EXTENDABLE, RunDirectory
 
 
@@ -44,9 +45,11 @@ def _fields(config: RunConfig) -> dict[str, Any]:
 def train(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> Fitted | MetaFitted:
     """Train a multi-task model, or meta-train a few-shot model (a config with a [meta]
     section), into the run directory `out_dir`; under torchrun, as this process's rank.
-    A config built in Python is checked like one read from a file."""
+    A config built in Python is checked like one read from a file, and its device
+    (meta.device or train.device) before anything is written."""
     check_config(config, "config")
-    group = distributed.from_environment()
+    device = training_device(config.meta.device if config.meta is not None else config.train.device)
+    group = distributed.from_environment(device)
     if config.meta is not None:
         fitted = meta_train_and_save(config, out_dir, progress, resume, group)
     else:

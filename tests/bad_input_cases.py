@@ -109,7 +109,7 @@ def _configs(root: Path, p: dict) -> None:
         "lr_string": ("train", "lr", "fast"), "weight_decay_negative": ("train", "weight_decay", -1.0),
         "patience_negative": ("train", "patience", -1), "checkpoint_every_zero": ("train", "checkpoint_every", 0),
         "seed_string": ("train", "seed", "x"), "weighting_unknown": ("train", "weighting", "psychic"),
-        "aggregation_unknown": ("train", "aggregation", "vote"),
+        "aggregation_unknown": ("train", "aggregation", "vote"), "device_unknown": ("train", "device", "gpu"),
         "val_fraction_high": ("data", "val_fraction", 1.5), "source_unknown": ("data", "source", "parquet"),
         "trunk_hidden_negative": ("model", "trunk", {"type": "mlp", "hidden": [-4], "activation": "relu"}),
         "trunk_hidden_string": ("model", "trunk", {"type": "mlp", "hidden": "wide", "activation": "relu"}),
@@ -127,7 +127,8 @@ def _configs(root: Path, p: dict) -> None:
         p[f"cfg_{name}"].write_text(json.dumps(config))  # json writes NaN as the literal NaN
     bad_meta = {"shots_zero": ("shots", 0), "inner_lr_nan": ("inner_lr", float("nan")),
                 "iterations_negative": ("iterations", -3), "algorithm_unknown": ("algorithm", "sorcery"),
-                "ways_string": ("ways", "five"), "outer_lr_inf": ("outer_lr", float("inf"))}
+                "ways_string": ("ways", "five"), "outer_lr_inf": ("outer_lr", float("inf")),
+                "device_unknown": ("device", "tpu")}
     for name, (key, value) in bad_meta.items():
         config = json.loads(json.dumps(meta))
         config["meta"][key] = value

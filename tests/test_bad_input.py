@@ -88,7 +88,7 @@ CONFIG_ROWS = [cli(f"train-config-{name.replace('_', '-')}", 2, says, "train", f
                    ("batch_size_zero", "batch_size"), ("lr_nan", "lr"), ("lr_negative", "lr"), ("lr_string", "lr"),
                    ("weight_decay_negative", "weight_decay"), ("patience_negative", "patience"),
                    ("checkpoint_every_zero", "checkpoint_every"), ("seed_string", "seed"),
-                   ("weighting_unknown", "psychic"), ("aggregation_unknown", "vote"),
+                   ("weighting_unknown", "psychic"), ("aggregation_unknown", "vote"), ("device_unknown", "device"),
                    ("val_fraction_high", "val_fraction"), ("source_unknown", "parquet"),
                    ("trunk_hidden_negative", "hidden"), ("trunk_hidden_string", "hidden"),
                    ("trunk_activation_unknown", "swish2"), ("trunk_dropout_high", "dropout"),
@@ -96,7 +96,7 @@ CONFIG_ROWS = [cli(f"train-config-{name.replace('_', '-')}", 2, says, "train", f
                    ("task_kind_unknown", "ordinal"), ("task_out_dim_zero", "out_dim"),
                    ("meta_shots_zero", "shots"), ("meta_inner_lr_nan", "inner_lr"),
                    ("meta_iterations_negative", "iterations"), ("meta_algorithm_unknown", "sorcery"),
-                   ("meta_ways_string", "ways"), ("meta_outer_lr_inf", "outer_lr"),
+                   ("meta_ways_string", "ways"), ("meta_outer_lr_inf", "outer_lr"), ("meta_device_unknown", "device"),
                    ("list", "object"), ("section_unknown", "trian"), ("broken", "JSON")]]
 
 TRAIN_ROWS = [
@@ -122,6 +122,13 @@ TRAIN_ROWS = [
     cli("train-resume-missing", 2, "resum", "train", "--resume", "{missing}"),
     cli("train-resume-out-differs", 2, "differ", "train", "--resume", "{ckpt}", "--out", NEW),
     cli("train-resume-other-preset", 2, "differs", "train", "--preset", "synthetic-unrelated", "--resume", "{ckpt}"),
+    cli("train-device-unknown", 2, "device", "train", "{cfg_good}", "--device", "gpu", "--out", NEW),
+    # no machine has 64 GPUs: refused with or without CUDA (none seen, or that one missing), before anything is written
+    cli("train-device-absent", 2, "cuda:64", "train", "{cfg_good}", "--device", "cuda:64", "--out", NEW),
+    cli("train-meta-device-absent", 2, "cuda:64", "train", "--preset", "sinusoid-maml", "--device", "cuda:64",
+        "--out", NEW),
+    cli("train-resume-device-absent", 2, "cuda:64", "train", "--resume", "{ckpt}", "--epochs", "4", "--device",
+        "cuda:64"),
 ]
 
 ADAPT_ROWS = [

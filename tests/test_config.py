@@ -163,7 +163,8 @@ def test_train_flags_map_to_config_keys():
         "train.checkpoint_every": 11, "meta.checkpoint_every": 11}
     assert overrides_from_flags(data=None, epochs=None, iterations=None, seed=None, checkpoint_every=None) == {}
     assert overrides_from_flags(seed=0) == {"train.seed": 0, "meta.seed": 0}  # 0 is given, not absent
-    every_key = {key for keys in TRAIN_FLAGS.values() for key in keys} - {"data.path", "meta.path"}
+    every_key = {key for keys in TRAIN_FLAGS.values() for key in keys} - {"data.path", "meta.path", "train.device",
+                                                                          "meta.device"}  # the numbers
     config = apply_overrides(config_from_dict({"meta": META}), dict.fromkeys(every_key, 2))  # every key is a field
     assert config.train.epochs == config.meta.iterations == config.meta.seed == 2
     train = next(c.callback for c in app.registered_commands if c.callback.__name__ == "train")

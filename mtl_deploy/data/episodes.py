@@ -31,6 +31,11 @@ class Episodes:
     def tasks(self) -> int:
         return self.support_x.shape[0]
 
+    def to(self, device: torch.device) -> "Episodes":
+        """The same tasks on `device` (they are sampled on the CPU)."""
+        return Episodes(self.support_x.to(device), self.support_y.to(device), self.query_x.to(device),
+                        self.query_y.to(device))
+
     def select(self, tasks: range) -> "Episodes":
         """The tasks in the contiguous range `tasks`, as a batch."""
         s = slice(tasks.start, tasks.stop)

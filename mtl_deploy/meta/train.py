@@ -1,7 +1,8 @@
 """Meta-training: sample a meta-batch of tasks, take one outer optimiser step on the
 learner's meta-gradient, validate on held-out tasks now and then, keep the best weights,
 and write a checkpoint whose manifest carries the algorithm and its hyper-parameters.
-Runs data-parallel under torchrun and resumes from its saved state."""
+Runs on the CPU or a GPU (episodes are drawn on the CPU and moved there), data-parallel
+under torchrun, and resumes from its saved state."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mtl_deploy.runs.distributed import Group, step_generator
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.learners import METRIC, make_learner
 from mtl_deploy.models.fewshot import FewShotModel
+from mtl_deploy.runs.device import CPU, module_device, training_device
 from mtl_deploy.runs.directory import RunDirectory
 from mtl_deploy.runs.state import TrainingState
 
@@ -80,7 +82,7 @@ def build_fewshot_model(config: RunConfig, family: FewShotFamily) -> FewShotMode
 
 
 def validation_loss(model, learner, family: FewShotFamily, tasks: int, seed: int) -> float:
-    episodes = family.samplers["val"].sample(tasks, torch.Generator().manual_seed(seed))
+    episodes = family.samplers["val"].sample(tasks, torch.Generator().manual_seed(seed)).to(module_device(model))
     model.eval()
     with torch.no_grad():
         loss = float(learner.query_loss(model, episodes))
@@ -100,17 +102,19 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
                state: TrainingState | None = None, group: Group = Group()) -> MetaFitted:
     """Meta-train as `config` says. With `run`, log to it and save a resumable state every
     `meta.checkpoint_every` steps; `state` (one saved before) continues exactly. Under
-    torchrun each of the `group`'s ranks takes its share of every meta-batch."""
+    torchrun each of the `group`'s ranks takes its share of every meta-batch. The model
+    trains on `meta.device` and is returned on the CPU."""
     meta = config.meta
     if meta.iterations < 1 or meta.meta_batch < 1 or meta.val_every < 1 or meta.checkpoint_every < 1:
         raise InputError("meta.iterations, meta.meta_batch, meta.val_every and meta.checkpoint_every must be >= 1")
     if meta.meta_batch < group.world_size:
         raise InputError(f"a meta-batch of {meta.meta_batch} tasks cannot be split across {group.world_size} "
                          "processes; use a larger meta.meta_batch or fewer processes")
+    device = training_device(meta.device)
     family = family_of(meta)
     learner = make_learner(meta)
     torch.manual_seed(meta.seed)
-    model = build_fewshot_model(config, family)
+    model = build_fewshot_model(config, family).to(device)  # before the optimiser and the saved state take it
     optimizer = torch.optim.Adam(model.parameters(), lr=meta.outer_lr)
     loop = {"step": 0, "best_val": float("inf"), "best_iteration": 0, "history": [], "running": [], "seconds": 0.0}
     best_state = None
@@ -124,7 +128,7 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         episodes, weight = sample_share(family.samplers["train"], meta, iteration, group)
-        loss = torch.tensor([learner.outer_step(model, episodes)])
+        loss = torch.tensor([learner.outer_step(model, episodes.to(device))], device=device)  # reduced with the grads
         group.sync_gradients(model.parameters(), weight, [loss])
         loop["running"].append(float(loss))
         optimizer.step()
@@ -151,7 +155,8 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return MetaFitted(model.eval(), family, loop["best_iteration"], loop["best_val"], loop["seconds"], loop["history"])
+    return MetaFitted(model.to(CPU).eval(), family, loop["best_iteration"], loop["best_val"], loop["seconds"],
+                      loop["history"])
 
 
 def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,

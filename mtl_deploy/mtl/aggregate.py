@@ -4,7 +4,9 @@ direction out, as pure functions.
 Every method follows TorchJD's conventions so its published values check ours: a method
 computes a weight per task from the Gramian G = J Jᵀ and returns `weights @ J`; what each
 method's weights are (sums, not means, where TorchJD sums) is stated in its docstring.
-The weights of the iterative methods are solved in float64 whatever J's dtype.
+The weights of the iterative methods are solved in float64 whatever J's dtype, and on the
+CPU whatever J's device: the Gramian is only (tasks, tasks), and the solvers branch on its
+entries and call numpy.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ METHODS = tuple(WEIGHTINGS_OF_GRAMIAN)
 
 
 def aggregation_weights(jacobian: torch.Tensor, method: str, **options) -> torch.Tensor:
-    """The (tasks,) weights `method` gives the rows of `jacobian` (tasks, parameters)."""
+    """The (tasks,) weights `method` gives the rows of `jacobian` (tasks, parameters), on the CPU."""
     if method not in WEIGHTINGS_OF_GRAMIAN:
         raise InputError(f"unknown aggregation {method!r}; use one of {', '.join(METHODS)}")
     if jacobian.ndim != 2 or jacobian.shape[0] == 0:
@@ -171,7 +173,7 @@ def aggregation_weights(jacobian: torch.Tensor, method: str, **options) -> torch
     if unknown:
         raise InputError(f"aggregation {method!r} takes no option(s) {unknown}; it takes {allowed or 'none'}")
     j = jacobian.detach().to(torch.float64)
-    return function(j @ j.T, **options)  # (T,) from the (T, T) Gramian
+    return function((j @ j.T).cpu(), **options)  # (T,) from the (T, T) Gramian
 
 
 def aggregate(jacobian: torch.Tensor, method: str, **options) -> torch.Tensor:

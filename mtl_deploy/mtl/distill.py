@@ -82,8 +82,9 @@ def distill(teachers: dict[str, nn.Module], data: MultiTaskDataset, config: RunC
     soft = _teacher_outputs(teachers, train.x)  # task -> (N_train, out) teacher outputs on every training row
 
     def task_losses(outputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {t.name: alpha * distillation_loss(t, outputs[t.name], soft[t.name][rows], temperature)
-                + (1 - alpha) * t.loss(outputs[t.name], train.targets[t.name][rows]) for t in data.tasks}
+        device = next(iter(outputs.values())).device  # the student's (train.device): the CPU's rows go there
+        return {t.name: alpha * distillation_loss(t, outputs[t.name], soft[t.name][rows].to(device), temperature)
+                + (1 - alpha) * t.loss(outputs[t.name], train.targets[t.name][rows].to(device)) for t in data.tasks}
 
     result = train_multitask(student, train, val, config.train, progress, task_losses)
     _, student_metrics = evaluate(student, holdout)

@@ -25,10 +25,10 @@ def task_jacobian(losses: torch.Tensor, params: list[torch.Tensor], retain_graph
     `losses` (T,) must come from one forward pass; a parameter a loss does not reach gets
     zeros in its row.
     """
-    cotangents = torch.eye(len(losses), dtype=losses.dtype)  # (T, T) one row per task
+    cotangents = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)  # (T, T) one row per task
     grads = torch.autograd.grad(losses, params, cotangents, retain_graph=retain_graph, allow_unused=True,
                                 is_grads_batched=True)
-    rows = [torch.zeros(len(losses), p.numel(), dtype=p.dtype) if g is None else g.reshape(len(losses), -1)
+    rows = [p.new_zeros(len(losses), p.numel()) if g is None else g.reshape(len(losses), -1)
             for g, p in zip(grads, params)]
     return torch.cat(rows, dim=1)  # (T, P)
 

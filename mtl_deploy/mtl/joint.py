@@ -1,7 +1,7 @@
 """Joint multi-task training: minibatch steps on the weighted task losses (optionally with
 their per-task gradients aggregated, see `step`), validation metrics per task each epoch,
-early stopping that restores the best epoch's weights; data-parallel under torchrun, and
-resumable mid-epoch from a saved state."""
+early stopping that restores the best epoch's weights; on the CPU or a GPU, data-parallel
+under torchrun, and resumable mid-epoch from a saved state."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from mtl_deploy.errors import InputError
 from mtl_deploy.mtl.metrics import task_metrics
 from mtl_deploy.mtl.step import optimisation_step
 from mtl_deploy.mtl.weighting import make_weighting
+from mtl_deploy.runs.device import CPU, module_device, to_device, training_device
 from mtl_deploy.runs.directory import RunDirectory
 from mtl_deploy.runs.state import TrainingState
 
@@ -43,13 +44,15 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: MultiTaskDataset | UserDataset, batch_size: int = 1024) -> tuple[float, dict]:
-    """Summed validation loss and per-task metrics of `model` on `data`."""
+    """Summed validation loss and per-task metrics of `model` on `data`, run on the model's
+    device and reckoned on the CPU."""
     was_training = model.training
     model.eval()
+    device = module_device(model)
     chunks, target_chunks = [], []
     for start in range(0, len(data), batch_size):
         inputs, targets = data.batch(torch.arange(start, min(start + batch_size, len(data))))
-        chunks.append(model(inputs))
+        chunks.append(to_device(model(to_device(inputs, device)), CPU))
         target_chunks.append(targets)
     model.train(was_training)
     outputs = {t.name: torch.cat([c[t.name] for c in chunks]) for t in data.tasks}
@@ -81,13 +84,17 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset | UserDataset, val
     each task's loss against its labels (distillation trains on teachers' outputs). With
     `run`, log each epoch to it and save a resumable state every `checkpoint_every` steps;
     `state` (one saved before) continues exactly. Under torchrun each rank takes its share
-    of every minibatch."""
+    of every minibatch. The model trains on `config.device` and goes back to its own device
+    at the end; the loop's counters and tensors stay on the CPU."""
     if config.checkpoint_every < 1:
         raise InputError("train.checkpoint_every must be >= 1")
+    device, home = training_device(config.device), module_device(model)
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     n_tasks = len(train.tasks)
     weighting = make_weighting(config.weighting, [t.name for t in train.tasks], config.weighting_options)
+    model.to(device)  # before the optimiser and the saved state take its parameters
+    weighting.to(device)
     optimizer = torch.optim.Adam([*parameter_groups(model, config.lr, config.backbone_lr),
                                   {"params": list(weighting.parameters()), "lr": config.lr}],
                                  weight_decay=config.weight_decay)
@@ -114,7 +121,7 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset | UserDataset, val
             rows = tensors["order"][start:start + config.batch_size]
             share = group.share(len(rows))
             mine = rows[share.start:share.stop]
-            inputs, targets = train.batch(mine)
+            inputs, targets = to_device(train.batch(mine), device)
             outputs = model(inputs)
             losses = (task_losses(outputs, mine) if task_losses is not None else
                       {t.name: t.loss(outputs[t.name], targets[t.name]) for t in train.tasks})
@@ -123,17 +130,17 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset | UserDataset, val
             group.broadcast_buffers(model)
             if step.per_task is not None:
                 unit = F.normalize(step.per_task.detach(), dim=1)  # (T, P_shared) unit gradient rows
-                tensors["affinity"] += unit @ unit.T
+                tensors["affinity"] += (unit @ unit.T).cpu()
                 loop["affinity_steps"] += 1
             loop["total"] += step.total
             loop["batches"] += 1
-            tensors["task_totals"] += step.task_losses
+            tensors["task_totals"] += step.task_losses.cpu()
             loop["position"], loop["step"] = start + config.batch_size, loop["step"] + 1
             rows_seen += len(rows)
             if run is not None and loop["step"] % config.checkpoint_every == 0:
                 save_state()
         seconds = time.perf_counter() - started
-        weighting.epoch_end(tensors["task_totals"] / loop["batches"])
+        weighting.epoch_end(tensors["task_totals"].to(device) / loop["batches"])
         val_loss, val_metrics = evaluate(model, val)
         epoch = loop["epoch"]
         loop["history"].append({"epoch": epoch, "train_loss": loop["total"] / loop["batches"], "val_loss": val_loss})
@@ -160,6 +167,7 @@ def train_multitask(model: nn.Module, train: MultiTaskDataset | UserDataset, val
     if best_state is not None:
         model.load_state_dict(best_state)
     val_loss, val_metrics = evaluate(model, val)
+    model.to(home)
     affinity = tensors["affinity"] / loop["affinity_steps"] if loop["affinity_steps"] else None
     return TrainResult(loop["best_epoch"], loop["epoch"] - 1, val_loss, val_metrics, loop["history"],
                        affinity.tolist() if affinity is not None else None)

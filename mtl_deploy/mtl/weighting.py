@@ -155,7 +155,8 @@ class RandomWeighting(LossWeighting):
 
     def terms(self, losses):
         weights = len(self.tasks) * F.softmax(torch.randn(len(self.tasks), generator=self.generator), dim=0)
-        return weights * torch.stack(list(losses.values()))
+        stacked = torch.stack(list(losses.values()))  # (T,) on the model's device; the generator is the CPU's
+        return weights.to(stacked.device) * stacked
 
 
 WEIGHTINGS: dict[str, type[LossWeighting]] = {cls.name: cls for cls in (

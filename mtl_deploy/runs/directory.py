@@ -31,8 +31,10 @@ CURVES = "curves.png"
 STATE = "training-state.safetensors"
 TENSORBOARD = "tensorboard"
 CHECKPOINT_MANIFEST = "manifest.json"  # written last into the run, when it finishes
-# what a resumed run may change: train longer, save its state more or less often
-EXTENDABLE = ("meta.iterations", "train.epochs", "meta.checkpoint_every", "train.checkpoint_every")
+# what a resumed run may change: train longer, save its state more or less often, move to
+# another device (a run begun on a GPU continues on the CPU, and the other way round)
+EXTENDABLE = ("meta.iterations", "train.epochs", "meta.checkpoint_every", "train.checkpoint_every",
+              "meta.device", "train.device")
 
 
 def data_paths(config: dict) -> list[str]:

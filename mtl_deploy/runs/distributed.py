@@ -3,8 +3,9 @@
 Each rank works on its share of the global batch (a slice of the meta-batch's tasks, or of
 a minibatch's rows) and the gradients are summed across ranks weighted by each share, so
 that every rank holds the gradient of the whole batch and the identical optimiser step
-keeps the replicas equal. gloo on CPU, nccl when the ranks have GPUs. Outside torchrun
-(no WORLD_SIZE in the environment) everything here is a no-op on a group of one.
+keeps the replicas equal. gloo on the CPU; nccl, one GPU per rank, when the run's device
+is cuda. Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op
+on a group of one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from mtl_deploy.errors import InputError
+from mtl_deploy.runs.device import CPU
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,32 @@ class Group:
             dist.barrier()
 
 
-def from_environment() -> Group:
+def from_environment(device: torch.device = CPU) -> Group:
     """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, ...), or a group of one when not launched by torchrun."""
+    MASTER_ADDR, ...), or a group of one when not launched by torchrun. A run on `device`
+    cuda gives each rank the GPU of its LOCAL_RANK (plain "cuda" then means that one) and
+    joins over nccl; a run on the CPU over gloo."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Group()
     if not dist.is_initialized():  # joined once per process, left at exit: runs in one process share it
-        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
-        dist.init_process_group(backend)
+        if device.type == "cuda":
+            torch.cuda.set_device(rank_gpu(device))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(dist.destroy_process_group)
     return Group(dist.get_rank(), dist.get_world_size())
+
+
+def rank_gpu(device: torch.device) -> int:
+    """This rank's GPU under torchrun: the one of its LOCAL_RANK, one GPU per process."""
+    local_rank, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if device.index is not None:
+        raise InputError(f"under torchrun each process trains on the GPU of its LOCAL_RANK, not on {device}; "
+                         "use --device cuda")
+    if local_rank >= count:
+        raise InputError(f"process {local_rank} of this node has no GPU of its own ({count} visible); "
+                         f"start torchrun with --nproc_per_node {count} or fewer")
+    return local_rank
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -1,5 +1,5 @@
 """Resumable training state: the modules' weights, the optimiser's state, the loop's
-counters and tensors, and the random number generator, in one safetensors file (tensors,
+counters and tensors, and the random number generators, in one safetensors file (tensors,
 plus the JSON-able rest in its metadata: no pickle). The file is written under a
 temporary name and renamed over the previous one, so a run killed at any moment leaves
 the last complete state readable."""
@@ -32,27 +32,32 @@ class TrainingState:
     optimizer: dict
     rng: torch.Tensor
     best: dict[str, torch.Tensor] | None  # the best weights so far (a state dict), if any
+    cuda_rng: torch.Tensor | None = None  # the GPU's generator (dropout on a GPU draws from it), if one was used
 
     def restore(self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> None:
         """Load the saved weights into `modules` (in place, so the optimiser keeps its
-        parameters), the optimiser's state, and the global random number generator."""
+        parameters), the optimiser's state (onto its parameters' device), and the global
+        random number generators (the GPU's when both runs have one)."""
         if set(modules) != set(self.modules):
             raise MtlDeployError(f"the saved state holds {sorted(self.modules)}, this run {sorted(modules)}; "
                                  "resume with the run's own config")
         for name, module in modules.items():
             load_module(module, self.modules[name])
-        optimizer.load_state_dict(self.optimizer)
+        optimizer.load_state_dict(self.optimizer)  # moves each saved tensor to its parameter's device
         torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.cuda_rng)
 
 
 def load_module(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """`load_state_dict`, also for buffers whose size grows during training (the loss
-    history of a weighting): such buffers are resized to the saved shape first."""
+    history of a weighting): such buffers are resized to the saved shape first, where they are."""
     buffers = dict(module.named_buffers())
     for name, tensor in state.items():
         if name in buffers and buffers[name].shape != tensor.shape:
             owner, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(owner) if owner else module, attr, torch.empty_like(tensor))
+            setattr(module.get_submodule(owner) if owner else module, attr,
+                    torch.empty_like(tensor, device=buffers[name].device))
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
@@ -63,8 +68,11 @@ def load_module(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def write_state(path: str | Path, *, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
                 info: dict, tensors: dict[str, torch.Tensor] | None = None,
                 best: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the state to `path` atomically (temporary name, fsync, rename)."""
+    """Write the state to `path` atomically (temporary name, fsync, rename), every tensor
+    copied to the CPU: a state saved on a GPU resumes on any device."""
     flat: dict[str, torch.Tensor] = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        flat["cuda_rng"] = torch.cuda.get_rng_state()
     for name, module in modules.items():
         flat.update({f"module/{name}/{key}": value for key, value in module.state_dict().items()})
     optimizer_state = optimizer.state_dict()
@@ -81,7 +89,7 @@ def write_state(path: str | Path, *, modules: dict[str, nn.Module], optimizer: t
                 "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars}}
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().clone().contiguous() for k, v in flat.items()}, temporary,
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in flat.items()}, temporary,
               metadata={"state": json.dumps(metadata)})
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
@@ -117,4 +125,5 @@ def read_state(path: str | Path) -> TrainingState:
         elif kind == "best":
             best[rest] = value
     optimizer = {"state": optimizer_state, "param_groups": metadata["optimizer"]["param_groups"]}
-    return TrainingState(metadata["info"], tensors, modules, optimizer, flat["rng"], best or None)
+    return TrainingState(metadata["info"], tensors, modules, optimizer, flat["rng"], best or None,
+                         flat.get("cuda_rng"))
