@@ -53,6 +53,10 @@ class TaskHeads(nn.Module):
         self.stacks = nn.ModuleDict({f"out{c}": HeadStack(names, [linears[n] for n in names])
                                      for c, names in groups.items()})
         self.register_load_state_dict_pre_hook(_stack_per_task_heads)
+        self._serving = None  # (parameter key, weight, bias, task sizes) of _serve
+        # The Parameter objects stay (loading and .to() change their data in place), so
+        # _serve reads them from a plain list rather than through module lookups.
+        self._stack_params = [t for stack in self.stacks.values() for t in (stack.weight, stack.bias)]
 
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
         outputs: dict[str, torch.Tensor] = {}
@@ -61,6 +65,8 @@ class TaskHeads(nn.Module):
             outputs = {name: F.linear(features, stack.weight[i], stack.bias[i]) for stack in self.stacks.values()
                        for i, name in enumerate(stack.names)}
             return {name: outputs[name] for name in self.task_names}
+        if isinstance(features, torch.Tensor) and len(self.stacks) > 1 and self._serving_eagerly():
+            return self._serve(features)
         for stack in self.stacks.values():
             if isinstance(features, torch.Tensor):
                 every = ops.multihead_linear(features, stack.weight, stack.bias)  # (B, H, C)
@@ -68,6 +74,29 @@ class TaskHeads(nn.Module):
                 every = _per_task_rows(stack, features)
             outputs.update(zip(stack.names, every.unbind(1)))
         return {name: outputs[name] for name in self.task_names}
+
+    def _serving_eagerly(self) -> bool:
+        """No gradient wanted, and no tracer or compiler recording the forward (they
+        must see the parameters, not a cached copy of them)."""
+        if torch.is_grad_enabled() and any(t.requires_grad for t in self._stack_params):
+            return False
+        return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+    def _serve(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Serving with no gradient: every head of every output size as one stack of one
+        (sum C)-wide head in task order, one GEMM through the kernel, split per task. The
+        concatenated weights are rebuilt only when a stack's parameters change (storage or
+        version)."""
+        key = tuple((t.data_ptr(), t._version) for t in self._stack_params)
+        if self._serving is None or self._serving[0] != key:
+            rows = {name: (stack, i) for stack in self.stacks.values() for i, name in enumerate(stack.names)}
+            weight = torch.cat([rows[n][0].weight.detach()[rows[n][1]] for n in self.task_names])  # (sum C, D)
+            bias = torch.cat([rows[n][0].bias.detach()[rows[n][1]] for n in self.task_names])  # (sum C,)
+            sizes = [rows[n][0].weight.shape[1] for n in self.task_names]
+            self._serving = (key, weight.unsqueeze(0), bias.unsqueeze(0), sizes)
+        _, weight, bias, sizes = self._serving
+        every = ops.multihead_linear(features, weight, bias).squeeze(1)  # (B, sum C)
+        return dict(zip(self.task_names, every.split_with_sizes(sizes, 1)))
 
     def routed(self, features: Features, task_ids: torch.Tensor) -> torch.Tensor:
         """(B, C): row i through the head of task `task_ids[i]` (task order)."""

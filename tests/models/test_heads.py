@@ -143,3 +143,28 @@ def test_per_head_checkpoint_loads_and_exports_with_parity(scheme, tmp_path):
     assert report.parity.passed and report.manifest["parity"]["passed"]
     graph = onnx.load(tmp_path / "export" / "model.onnx").graph
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # no custom op in the artifact
+
+
+def test_serving_follows_weight_changes_and_tracing_sees_the_parameters():
+    """Serving without gradients runs every head as one cached concatenated stack; the cache
+    follows in-place updates and device/dtype moves, and a trace records the parameters."""
+    model = build("hard").eval()
+    x = torch.randn(5, 7, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        first = model(x)
+        for stack in model.heads.stacks.values():
+            stack.weight.mul_(-2.0)  # an in-place update, as an optimizer step makes
+        second = model(x)
+        expected = per_head_reference(model, x)
+        for name in model.task_names:
+            assert not torch.allclose(first[name], second[name])
+            torch.testing.assert_close(second[name], expected[name])
+        model.double()
+        doubled = model(x.double())
+        assert all(doubled[name].dtype == torch.float64 for name in model.task_names)
+        traced = torch.jit.trace(model, x, strict=False)
+    stack = next(iter(model.heads.stacks.values()))
+    with torch.no_grad():
+        stack.weight.add_(1.0)
+        for name, value in model(x.double()).items():
+            torch.testing.assert_close(traced(x.double())[name], value)
