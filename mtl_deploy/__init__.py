@@ -9,7 +9,8 @@ from mtl_deploy.version import __version__
 # installs `mtl-deploy[runtime]` only) and `import mtl_deploy` without the export extra.
 _PUBLIC = {"train": "mtl_deploy.training", "save": "mtl_deploy.checkpoint", "load": "mtl_deploy.checkpoint",
            "adapt": "mtl_deploy.meta.adapt", "export": "mtl_deploy.exporters",
-           "wrap": "mtl_deploy.models.wrapped", "fewshot": "mtl_deploy.models.fewshot", "TaskSpec": "mtl_deploy.data.tasks"}
+           "wrap": "mtl_deploy.models.wrapped", "fewshot": "mtl_deploy.models.fewshot",
+           "meta_finetune": "mtl_deploy.meta.train", "TaskSpec": "mtl_deploy.data.tasks"}
 
 __all__ = ["__version__", *_PUBLIC]
 

@@ -114,8 +114,15 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
     family = family_of(meta)
     learner = make_learner(meta)
     torch.manual_seed(meta.seed)
-    model = build_fewshot_model(config, family).to(device)  # before the optimiser and the saved state take it
-    optimizer = torch.optim.Adam(model.parameters(), lr=meta.outer_lr)
+    model = build_fewshot_model(config, family)
+    return _meta_loop(model, family, learner, meta, device, progress, run, state, group)
+
+
+def _meta_loop(model: FewShotModel, family: FewShotFamily, learner, meta: MetaConfig, device: torch.device,
+               progress: bool, run: RunDirectory | None, state: TrainingState | None, group: Group) -> MetaFitted:
+    """The outer loop of meta_train and meta_finetune: Adam on the trainable parameters."""
+    model = model.to(device)  # before the optimiser and the saved state take it
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=meta.outer_lr)
     loop = {"step": 0, "best_val": float("inf"), "best_iteration": 0, "history": [], "running": [], "seconds": 0.0}
     best_state = None
     if state is not None:
@@ -157,6 +164,40 @@ def meta_train(config: RunConfig, progress: bool = True, run: RunDirectory | Non
         model.load_state_dict(best_state)
     return MetaFitted(model.to(CPU).eval(), family, loop["best_iteration"], loop["best_val"], loop["seconds"],
                       loop["history"])
+
+
+def meta_finetune(model: FewShotModel, family: FewShotFamily, *, iterations: int = 200, meta_batch: int = 8,
+                  outer_lr: float = 1e-4, freeze=False, inner_steps: int = 1, val_every: int = 50,
+                  val_tasks: int = 50, seed: int = 0, device: str = "cpu", progress: bool = True) -> MetaFitted:
+    """Meta-fine-tunes a few-shot model on a family's episodes with the learner its own
+    adaptation names (prototypes: protonet, matching: matching, finetune: anil; a model
+    meta-trained here: its algorithm), keeping the best weights on the family's
+    validation episodes. For a backbone from `mtl_deploy.fewshot`, `freeze` says what of
+    it stays fixed (False: train all of it, or parameter name prefixes); the outer
+    learning rate is small, as fine-tuning a pretrained network wants. Returns the
+    fitted model (on the CPU) and its history, like `meta_train`."""
+    from mtl_deploy.models.module_trunk import ModuleTrunk
+
+    if not isinstance(model, FewShotModel):
+        raise InputError(f"meta_finetune takes a few-shot model (mtl_deploy.fewshot), got {type(model).__name__}")
+    if family.task.out_dim != model.task.out_dim:
+        raise InputError(f"the family's episodes have {family.task.out_dim} ways, the model {model.task.out_dim}; "
+                         "sample episodes with the model's ways")
+    adaptation = model.adaptation
+    meta = MetaConfig(algorithm=adaptation.get("algorithm", "protonet"), ways=model.task.out_dim,
+                      meta_batch=meta_batch, inner_steps=inner_steps, inner_lr=adaptation.get("inner_lr", 0.01),
+                      adapt_steps=adaptation.get("adapt_steps", 10), outer_lr=outer_lr, iterations=iterations,
+                      val_every=val_every, val_tasks=val_tasks, checkpoint_every=iterations, seed=seed, device=device,
+                      head_lr=adaptation.get("head_lr"), proto_init=bool(adaptation.get("proto_init", False)))
+    if isinstance(model.trunk, ModuleTrunk):
+        model.trunk.set_freeze(freeze)
+    elif freeze is not False:
+        raise InputError("freeze applies to a user's backbone (mtl_deploy.fewshot); a built-in trunk trains whole")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError("nothing to fine-tune: every parameter is frozen; pass freeze=False or fewer prefixes")
+    torch.manual_seed(seed)
+    return _meta_loop(model.train(), family, make_learner(meta), meta, training_device(device), progress, None, None,
+                      Group())
 
 
 def meta_train_and_save(config: RunConfig, out_dir: str | Path, progress: bool = True, resume: bool = False,

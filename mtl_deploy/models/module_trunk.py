@@ -118,14 +118,19 @@ class ModuleTrunk(nn.Module):
         if pooling not in POOLINGS:
             raise InputError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
         self.module, self.signature, self.pooling, self.source = module, signature, pooling, source
-        self.freeze = freeze if isinstance(freeze, bool) else list(freeze)
-        frozen = set(frozen_names(module, freeze))
-        for name, parameter in module.named_parameters():
-            if name in frozen:
-                parameter.requires_grad_(False)
+        self.set_freeze(freeze, thaw_others=False)  # what the user froze themselves stays frozen
         if example is None:
             example = signature.pack(list(signature.random(2).values()))
         self.out_features = self._width(example)
+
+    def set_freeze(self, freeze, thaw_others: bool = True) -> None:
+        """Freezes the parameters `freeze` names (True, False or name prefixes / globs) and,
+        with `thaw_others`, makes every other one trainable; the checkpoint records it."""
+        frozen = set(frozen_names(self.module, freeze))
+        for name, parameter in self.module.named_parameters():
+            if name in frozen or thaw_others:
+                parameter.requires_grad_(name not in frozen)
+        self.freeze = freeze if isinstance(freeze, bool) else list(freeze)
 
     def _width(self, example) -> int:
         was_training = self.module.training

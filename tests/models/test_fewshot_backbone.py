@@ -2,6 +2,7 @@
 heads adapt with `mtl_deploy.adapt`, and their adapter graphs, served with torch blocked,
 match adapt + forward on held-out episodes."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 import mtl_deploy
+from mtl_deploy.config import MetaConfig
 from mtl_deploy.errors import InputError
 
 
@@ -88,3 +90,48 @@ def test_fewshot_refuses_what_it_cannot_adapt():
         mtl_deploy.adapt(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))  # class 2 has no example
     with pytest.raises(InputError, match="cannot save"):
         mtl_deploy.save(model, "never-written")
+
+
+def _labelled_rows(seed, classes=12, per_class=10):
+    """Classes that differ in where the image is bright, as in _episode, many of them."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, 1, 8, 8, generator=gen) * 2
+    y = torch.arange(classes).repeat_interleave(per_class)
+    return centres[y] + 0.6 * torch.randn(len(y), 1, 8, 8, generator=gen), y
+
+
+@pytest.mark.parametrize("head", ["prototypes", "finetune"])
+def test_meta_finetuning_trains_the_backbone_and_lowers_the_validation_loss(head):
+    from mtl_deploy.data.fewshot import labelled_family
+    from mtl_deploy.meta.learners import make_learner
+    from mtl_deploy.meta.train import validation_loss
+
+    torch.manual_seed(0)
+    model = mtl_deploy.fewshot(Encoder(), head, example_inputs=torch.randn(4, 1, 8, 8), ways=3, steps=10, lr=0.5)
+    family = labelled_family(*_labelled_rows(0), ways=3, shots=2, queries=5, split=(0.5, 0.25, 0.25), seed=0)
+    learner = make_learner(dataclasses.replace(MetaConfig(), algorithm=model.adaptation["algorithm"],
+                                               inner_lr=0.5, adapt_steps=10))
+    before = validation_loss(model.train(), learner, family, 40, seed=1)
+    frozen_conv = model.trunk.module.net[0].weight.detach().clone()
+    weights = model.trunk.module.net[5].weight.detach().clone()
+    fitted = mtl_deploy.meta_finetune(model, family, iterations=40, meta_batch=4, outer_lr=3e-3, val_every=10,
+                                      val_tasks=40, freeze=["net.0."], progress=False)
+    assert fitted.val_loss < before
+    assert not torch.equal(fitted.model.trunk.module.net[5].weight, weights)  # the backbone was trained
+    assert torch.equal(fitted.model.trunk.module.net[0].weight, frozen_conv)  # except what stays frozen
+    assert fitted.model.trunk.freeze == ["net.0."]
+
+
+def test_meta_finetuning_refuses_what_it_cannot_train():
+    from mtl_deploy.data.fewshot import labelled_family
+
+    model = mtl_deploy.fewshot(Encoder(), "prototypes", example_inputs=torch.randn(4, 1, 8, 8), ways=3)
+    family = labelled_family(*_labelled_rows(0), ways=3, shots=2, queries=5, split=(0.5, 0.25, 0.25), seed=0)
+    with pytest.raises(InputError, match="nothing to fine-tune"):
+        mtl_deploy.meta_finetune(model, family, iterations=2, freeze=True, progress=False)
+    four_way = labelled_family(*_labelled_rows(0, classes=16), ways=4, shots=2, queries=5, split=(0.5, 0.25, 0.25),
+                               seed=0)
+    with pytest.raises(InputError, match="4 ways"):
+        mtl_deploy.meta_finetune(model, four_way, iterations=2, progress=False)
+    with pytest.raises(InputError, match="few-shot model"):
+        mtl_deploy.meta_finetune(torch.nn.Linear(2, 2), family, progress=False)
