@@ -6,6 +6,8 @@ training and in PyTorch serving. Features shared by every task go through the
 all-heads path; per-task features (cross-stitch columns, MMoE mixtures) and routed
 batches (`task_ids`, one task per row) go through the routed kernel.
 
+MLP heads (`spec`) put each task's own hidden layers before its linear layer.
+
 Checkpoints written with one `nn.Linear` per task (`heads.<task>.weight` / `.bias`) are
 read into the stacked layout when they load.
 """
@@ -33,16 +35,53 @@ class HeadStack(nn.Module):
         self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in linears]))  # (H, C)
 
 
+HEAD_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def check_head_spec(spec) -> dict | None:
+    """None (one linear head per task) or an MLP head spec: {"hidden": [widths],
+    "activation": relu | gelu | tanh, "dropout": p}, with its defaults filled in."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"hidden", "activation", "dropout"}:
+        raise InputError(f"heads must be None or {{'hidden': [...], 'activation': ..., 'dropout': ...}}, got {spec!r}")
+    hidden, activation, dropout = spec.get("hidden"), spec.get("activation", "relu"), spec.get("dropout", 0.0)
+    if not isinstance(hidden, list) or not hidden or not all(isinstance(w, int) and w >= 1 for w in hidden):
+        raise InputError(f"heads.hidden must be a non-empty list of positive widths, got {hidden!r}")
+    if activation not in HEAD_ACTIVATIONS:
+        raise InputError(f"heads.activation must be one of {', '.join(HEAD_ACTIVATIONS)}, got {activation!r}")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise InputError(f"heads.dropout must be in [0, 1), got {dropout!r}")
+    return {"hidden": list(hidden), "activation": activation, "dropout": float(dropout)}
+
+
+def head_mlp(width: int, spec: dict) -> nn.Sequential:
+    """One task's hidden layers (Linear, activation, dropout per width) before its output Linear."""
+    layers: list[nn.Module] = []
+    for out in spec["hidden"]:
+        layers += [nn.Linear(width, out), HEAD_ACTIVATIONS[spec["activation"]]()]
+        if spec["dropout"]:
+            layers.append(nn.Dropout(spec["dropout"]))
+        width = out
+    return nn.Sequential(*layers)
+
+
 class TaskHeads(nn.Module):
-    """One linear head per task on `width` features, stacked per output size.
+    """One head per task on `width` features: a linear layer, stacked per output size,
+    after the task's own hidden layers when `spec` asks for MLP heads.
 
     `heads(features)` returns task name -> (B, out_dim); `heads.routed(features,
     task_ids)` returns (B, C), row i through task `task_ids[i]`'s head.
     """
 
-    def __init__(self, width: int, tasks: list[TaskSpec]):
+    def __init__(self, width: int, tasks: list[TaskSpec], spec: dict | None = None):
         super().__init__()
         self.task_names = [t.name for t in tasks]
+        self.spec = check_head_spec(spec)
+        # Each task's hidden layers make its own features, which the stacked output
+        # layers read as per-task rows (as for cross-stitch columns).
+        self.hidden = None if self.spec is None else nn.ModuleDict({t.name: head_mlp(width, self.spec) for t in tasks})
+        width = width if self.spec is None else self.spec["hidden"][-1]
         # One nn.Linear per task, in task order, so the initial weights are exactly
         # those of separate heads drawn from the same seed.
         linears = {t.name: nn.Linear(width, t.out_dim) for t in tasks}
@@ -58,12 +97,20 @@ class TaskHeads(nn.Module):
         # _serve reads them from a plain list rather than through module lookups.
         self._stack_params = [t for stack in self.stacks.values() for t in (stack.weight, stack.bias)]
 
+    def _through_hidden(self, features: Features) -> Features:
+        if self.hidden is None:
+            return features
+        return {name: mlp(features if isinstance(features, torch.Tensor) else features[name])
+                for name, mlp in self.hidden.items()}
+
     def forward(self, features: Features) -> dict[str, torch.Tensor]:
+        features = self._through_hidden(features)
         outputs: dict[str, torch.Tensor] = {}
-        if isinstance(features, torch.Tensor) and torch.compiler.is_exporting():
+        if torch.compiler.is_exporting():
             # an exported graph gets one Gemm per head, with no stack to build and split again
-            outputs = {name: F.linear(features, stack.weight[i], stack.bias[i]) for stack in self.stacks.values()
-                       for i, name in enumerate(stack.names)}
+            outputs = {name: F.linear(features if isinstance(features, torch.Tensor) else features[name],
+                                      stack.weight[i], stack.bias[i])
+                       for stack in self.stacks.values() for i, name in enumerate(stack.names)}
             return {name: outputs[name] for name in self.task_names}
         if isinstance(features, torch.Tensor) and len(self.stacks) > 1 and self._serving_eagerly():
             return self._serve(features)
@@ -105,6 +152,7 @@ class TaskHeads(nn.Module):
             raise InputError(f"a routed forward needs heads of one output size, got sizes {sizes}; "
                              "call the model without task_ids")
         stack = next(iter(self.stacks.values()))
+        features = self._through_hidden(features)
         if not isinstance(features, torch.Tensor):
             stacked = torch.stack([features[name] for name in stack.names])  # (H, B, D)
             features = stacked[task_ids, torch.arange(stacked.shape[1], device=stacked.device)]  # (B, D) own rows

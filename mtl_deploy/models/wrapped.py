@@ -16,7 +16,7 @@ from torch import nn
 
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.errors import InputError
-from mtl_deploy.models.heads import TaskHeads
+from mtl_deploy.models.heads import TaskHeads, check_head_spec
 from mtl_deploy.models.inputs import Signature, example_signature
 from mtl_deploy.models.module_trunk import ModuleTrunk, hf_source, trunk_from_config
 from mtl_deploy.models.multitask import MultiTaskBase
@@ -28,11 +28,11 @@ class WrappedModel(MultiTaskBase):
 
     architecture = "wrapped"
 
-    def __init__(self, tasks: list[TaskSpec], trunk: ModuleTrunk):
+    def __init__(self, tasks: list[TaskSpec], trunk: ModuleTrunk, heads: dict | None = None):
         nn.Module.__init__(self)  # no Normalize: the user's network scales its own inputs
         self.tasks = list(tasks)
         self.trunk = trunk
-        self.heads = TaskHeads(trunk.out_features, self.tasks)
+        self.heads = TaskHeads(trunk.out_features, self.tasks, heads)
 
     @property
     def signature(self) -> Signature:
@@ -47,12 +47,14 @@ class WrappedModel(MultiTaskBase):
         return self.trunk(inputs)
 
     def config(self) -> dict:
+        heads = {} if self.heads.spec is None else {"heads": self.heads.spec}
         return {"architecture": self.architecture, "input_shape": list(self.input_shape),
-                "tasks": [t.to_dict() for t in self.tasks], "trunk": self.trunk.config()}
+                "tasks": [t.to_dict() for t in self.tasks], "trunk": self.trunk.config(), **heads}
 
     @classmethod
     def from_config(cls, config: dict) -> "WrappedModel":
-        return cls([TaskSpec.from_dict(t) for t in config["tasks"]], trunk_from_config(config["trunk"]))
+        return cls([TaskSpec.from_dict(t) for t in config["tasks"]], trunk_from_config(config["trunk"]),
+                   config.get("heads"))
 
 
 def _is_transformers_model(trunk) -> bool:
@@ -86,8 +88,9 @@ def wrap(trunk: nn.Module | dict, tasks: list[TaskSpec], *, example_inputs=None,
     `example_inputs` (a tensor, a tuple of tensors or a dict of named tensors, at least 2
     rows) fixes the input names, dtypes and shapes; axis 1 of 2-D integer inputs is a
     dynamic `sequence` axis, `axes` names others. `pooling` (see `module_trunk`) turns
-    the trunk's output into features; one linear head per task sits on them (`heads`
-    None; other heads are not supported yet). `freeze`: True, False, or parameter name
+    the trunk's output into features; one linear head per task sits on them, or with
+    `heads={"hidden": [256], "activation": "gelu", "dropout": 0.1}` an MLP head per task
+    (its own hidden layers, then its linear layer). `freeze`: True, False, or parameter name
     prefixes. `factory` ("package.module:callable") and `kwargs` say how the trunk is
     rebuilt, which `save` needs; `export` works without them.
 
@@ -96,11 +99,10 @@ def wrap(trunk: nn.Module | dict, tasks: list[TaskSpec], *, example_inputs=None,
     network), inputs `input_ids` and `attention_mask`; `{"type": "module", "factory": ...}`
     builds a trusted factory's network (see `module_trunk.trunk_from_config`).
     """
-    if heads is not None:
-        raise InputError("heads: only the default (one linear head per task, heads=None) is supported")
+    heads = check_head_spec(heads)
     tasks = check_tasks(tasks)
     if isinstance(trunk, dict):
-        return WrappedModel(tasks, trunk_from_config(trunk))
+        return WrappedModel(tasks, trunk_from_config(trunk), heads)
     if example_inputs is None:
         raise InputError("wrap needs example_inputs for a network (a tensor, tuple or dict of tensors)")
     if kwargs is not None and factory is None:
@@ -116,4 +118,4 @@ def wrap(trunk: nn.Module | dict, tasks: list[TaskSpec], *, example_inputs=None,
     signature = example_signature(example_inputs, axes)
     if _is_transformers_model(trunk):
         signature = _vocabulary_ranges(signature, trunk.config)
-    return WrappedModel(tasks, ModuleTrunk(trunk, signature, pooling, source, freeze, example_inputs))
+    return WrappedModel(tasks, ModuleTrunk(trunk, signature, pooling, source, freeze, example_inputs), heads)

@@ -477,3 +477,42 @@ def test_pooling_turns_each_output_kind_into_feature_rows():
     torch.testing.assert_close(features_of((sequence, None), "mean"), sequence.mean(1))
     with pytest.raises(InputError, match="pooler_output"):
         features_of(sequence, "pooler")
+
+
+# --- MLP heads: each task's own hidden layers before its linear layer ---
+
+def test_mlp_heads_train_save_load_and_export_with_parity(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(2)
+    bert = BertModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32))
+    spec = {"hidden": [12, 8], "activation": "gelu", "dropout": 0.1}
+    tasks = [TaskSpec("topic", "multiclass", 4), TaskSpec("spam", "binary"), TaskSpec("score", "regression")]
+    example = _examples() | {"input_ids": torch.randint(0, 30, (4, 7))}
+    model = mtl_deploy.wrap(bert, tasks, example_inputs=example, heads=spec, pooling="cls")
+    assert model.heads.hidden["topic"][0].out_features == 12 and model.heads.stacks["out1"].weight.shape[2] == 8
+    gen = torch.Generator().manual_seed(0)
+    rows = [({"input_ids": torch.randint(0, 30, (7,), generator=gen), "attention_mask": torch.ones(7, dtype=torch.int64)},
+             {"topic": i % 4, "spam": i % 2, "score": float(i % 3)}) for i in range(32)]
+    before = model.heads.hidden["spam"][0].weight.detach().clone()
+    mtl_deploy.mtl.train(model, rows, config=TrainConfig(epochs=2, batch_size=8, aggregation="pcgrad"), progress=False)
+    assert not torch.equal(model.heads.hidden["spam"][0].weight, before)  # the task's own layers train
+    mtl_deploy.save(model, tmp_path / "ckpt")
+    loaded = mtl_deploy.load(tmp_path / "ckpt")
+    assert loaded.heads.spec == spec
+    inputs = {"input_ids": torch.randint(0, 30, (3, 5)), "attention_mask": torch.ones(3, 5, dtype=torch.int64)}
+    with torch.no_grad():
+        want = model.eval()(inputs)
+        for name, value in loaded.eval()(inputs).items():
+            torch.testing.assert_close(value, want[name])
+    assert mtl_deploy.export(tmp_path / "ckpt", tmp_path / "onnx").parity.passed
+    assert mtl_deploy.export(tmp_path / "ckpt", tmp_path / "routed", routed=True).parity.passed  # zero-padded
+
+
+@pytest.mark.parametrize("spec, message", [({"hidden": []}, "hidden"), ({"hidden": [8], "activation": "swish"}, "activation"),
+                                           ({"hidden": [8], "dropout": 1.0}, "dropout"), ({"width": 3}, "heads must be"),
+                                           ("mlp", "heads must be")])
+def test_bad_head_specs_are_one_clear_error(spec, message):
+    with pytest.raises(InputError, match=message):
+        mtl_deploy.wrap(torch.nn.Linear(5, 4), TEXT_TASKS[:1], example_inputs=torch.randn(2, 5), heads=spec)
