@@ -98,5 +98,10 @@ def omniglot_runs_table(result) -> str:
     methods = list(result.errors)
     rows = [[run, *(f"{result.errors[m][i]:.1f}" for m in methods)] for i, run in enumerate(result.runs)]
     rows.append(["mean ± 95% CI", *("{:.2f} ± {:.2f}".format(*result.summary(m)) for m in methods)])
-    return (f"20-way one-shot classification, {len(result.runs)} runs of Lake et al. (2015): error %\n"
+    text = (f"20-way one-shot classification, {len(result.runs)} runs of Lake et al. (2015): error %\n"
             + table(["run", *methods], rows))
+    learned = [b for b in ("pretrained", "scratch") if b in result.errors]
+    if learned:  # the model's own column is the first
+        pairs = [[f"{b} - {methods[0]}", "{:.2f} ± {:.2f}".format(*result.paired(methods[0], b))] for b in learned]
+        text += "\n\npoints of error saved, paired over runs (mean ± 95% CI)\n" + table(["baseline", "saved"], pairs)
+    return text

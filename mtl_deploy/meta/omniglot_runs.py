@@ -146,23 +146,66 @@ def model_error(model, run: Run, size: int, source: int) -> float:
     return 100.0 * float((guesses != torch.tensor(run.answers)).float().mean())
 
 
+def runs_as_episodes(runs: list[Run], size: int, source: int):
+    """The runs as one batch of episodes: each run's 20 training drawings the support set
+    (class i is training drawing i), its 20 test drawings the queries."""
+    from mtl_deploy.data.episodes import Episodes
+
+    support = [_images(r.training, [f"{r.name}/training drawing {i + 1}" for i in range(len(r.training))], size, source)
+               for r in runs]
+    query = [_images(r.test, r.files, size, source) for r in runs]
+    ways = len(runs[0].training)
+    return Episodes(torch.stack(support), torch.arange(ways).repeat(len(runs), 1), torch.stack(query),
+                    torch.tensor([r.answers for r in runs]))
+
+
+def learned_baseline_errors(model, runs: list[Run], size: int, source: int, family, meta,
+                            pretrain_iterations: int = 2000) -> dict[str, list[float]]:
+    """Percent error per run of the two learned baselines of the MAML paper, on the same
+    runs: the same network pretrained on the meta-training classes as one classifier, then
+    its head fine-tuned on the run's 20 drawings, and the network trained from scratch on
+    them (meta/evaluate.py's baselines)."""
+    from mtl_deploy.meta.evaluate import SCRATCH_STEPS, evaluate_adapted, fresh_like, pretrained_baseline
+
+    episodes = runs_as_episodes(runs, size, source)
+    torch.manual_seed(meta.seed)
+    pretrained = pretrained_baseline(family, model, meta, pretrain_iterations)
+    rows = {"pretrained": evaluate_adapted("pretrained", pretrained, episodes, (meta.adapt_steps,), meta.inner_lr,
+                                           True)[0],
+            "scratch": evaluate_adapted("scratch", fresh_like(model).eval(), episodes, (SCRATCH_STEPS,), meta.inner_lr,
+                                        False)[0]}
+    return {name: [100.0 * (1.0 - float(a)) for a in row.per_task] for name, row in rows.items()}
+
+
 @dataclass
 class RunsResult:
-    """Percent error per run for each method: the model's algorithm, "mhd", "pixels"."""
+    """Percent error per run for each method: the model's algorithm, "mhd", "pixels", and
+    with a family to pretrain on, "pretrained" and "scratch"."""
 
     runs: list[str]
     errors: dict[str, list[float]]
 
     def summary(self, method: str) -> tuple[float, float]:
         """Mean and 95% CI half-width over runs."""
-        values = np.array(self.errors[method])
-        spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        return float(values.mean()), 1.96 * spread / math.sqrt(len(values))
+        return _mean_ci(np.array(self.errors[method]))
+
+    def paired(self, method: str, reference: str) -> tuple[float, float]:
+        """Mean and 95% CI half-width over runs of reference's error minus method's: how
+        many points of error `method` saves, run by run."""
+        return _mean_ci(np.array(self.errors[reference]) - np.array(self.errors[method]))
 
 
-def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, baselines: bool = True) -> RunsResult:
+def _mean_ci(values: np.ndarray) -> tuple[float, float]:
+    spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), 1.96 * spread / math.sqrt(len(values))
+
+
+def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, baselines: bool = True, family=None,
+                           meta=None, pretrain_iterations: int = 2000) -> RunsResult:
     """The model's error on each of the runs at `path` (all_runs.zip or its folder), with
-    the MHD and pixel nearest-neighbour baselines on the same runs."""
+    the MHD and pixel nearest-neighbour baselines on the same runs; given the family it
+    was meta-trained on and its meta config, also the pretrained and from-scratch
+    baselines (`learned_baseline_errors`)."""
     from mtl_deploy.meta.adapt import fewshot_model
 
     transform = {}
@@ -185,4 +228,6 @@ def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, base
     if baselines:
         errors["mhd"] = [mhd_error(run) for run in runs]
         errors["pixels"] = [pixel_error(run, size) for run in runs]
+        if family is not None and meta is not None:
+            errors |= learned_baseline_errors(model, runs, size, source, family, meta, pretrain_iterations)
     return RunsResult([r.name for r in runs], errors)

@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs, mhd_error, read_runs
+from mtl_deploy.tables import omniglot_runs_table
 from mtl_deploy.cli import app
 from tests.omniglot_data import OMNIGLOT, needs_omniglot
 
@@ -98,3 +99,22 @@ def test_gradient_learners_adapt_on_each_run(preset, tmp_path):
     result = evaluate_omniglot_runs(model, unpack_run(tmp_path), baselines=False)
     assert list(result.errors) == [config.meta.algorithm] and 0.0 <= result.errors[config.meta.algorithm][0] <= 100.0
 
+
+
+@needs_omniglot
+def test_learned_baselines_on_the_runs_pair_with_the_model(tmp_path):
+    """Given the family it was meta-trained on, the runs also score the pretrained and
+    from-scratch networks, run by run, so the model's margin over each is paired."""
+    from mtl_deploy.config import resolve_config
+    from mtl_deploy.meta.train import meta_train
+
+    config = resolve_config(preset="omniglot-protonet", overrides={"meta.path": str(OMNIGLOT), "meta.iterations": 2,
+                                                                   "meta.val_tasks": 4})
+    fitted = meta_train(config, progress=False)
+    runs = unpack_run(tmp_path)
+    result = evaluate_omniglot_runs(fitted.model, runs, family=fitted.family, meta=config.meta, pretrain_iterations=3)
+    assert set(result.errors) == {"protonet", "mhd", "pixels", "pretrained", "scratch"}
+    assert all(len(v) == 1 and 0.0 <= v[0] <= 100.0 for v in result.errors.values())
+    saved, _ = result.paired("protonet", "scratch")
+    assert saved == result.errors["scratch"][0] - result.errors["protonet"][0]
+    assert "pretrained" in omniglot_runs_table(result) and "scratch - protonet" in omniglot_runs_table(result)
