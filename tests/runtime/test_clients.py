@@ -214,14 +214,15 @@ def test_page_adapts_like_python(browser, adapters, algorithm, tmp_path):
 
 
 @needs_browser
-def test_page_adapts_on_drawings_and_picked_files(browser, tmp_path):
-    """The controls as a person uses them: draw a stroke per class and add it, pick an image
-    file, adapt, draw a query and classify it."""
+def test_page_adapts_on_drawings_and_picked_files(browser, adapters, tmp_path):
+    """The controls as a person uses them: pick the export's files, draw a stroke per class
+    and add it, pick an image file, adapt, draw a query and classify it."""
     from PIL import Image
 
     page = browser.page
-    page.goto(f"{browser.base}/index.html?export=models/anil/&scale=16")
-    page.evaluate("mtlDeploy.loading")
+    page.goto(f"{browser.base}/index.html?scale=16")
+    page.set_input_files("#export-files", [adapters["anil"] / "manifest.json", adapters["anil"] / "adapter.onnx"])
+    page.wait_for_function("document.querySelector('#model-status').textContent.startsWith('Loaded manifest.json: anil')")
     for label, card in enumerate(page.locator("#classes .card").all()):
         box = card.locator(".pad").bounding_box()
         page.mouse.move(box["x"] + 30, box["y"] + 20 + 30 * label)
