@@ -1,11 +1,13 @@
 # Each target sets itself up: a virtual environment in .venv, the CPU build of
-# torch first, then the package (and its C++ extension) built against that torch.
+# torch first, then the torch-free runtime distribution (runtime/), then the package (and
+# its C++ extension) built against that torch; both editable.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.mtl_deploy-installed
-SOURCES := pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
+SOURCES := pyproject.toml setup.py runtime/pyproject.toml runtime/src/mtl_deploy_runtime/VERSION \
+	$(shell find csrc -type f 2>/dev/null)
 
 .PHONY: setup demo test bench gpu-check clean
 
@@ -15,6 +17,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q --disable-pip-version-check "setuptools>=64" wheel ninja
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ./runtime
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,hf]"
 	touch $@
 

@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.errors import COMMAND_ERRORS, INTERRUPTED, InputError, command_error
+from mtl_deploy.runtime.cli import DEVICE_HELP, PREDICT_HELP
 from mtl_deploy.trust import trusting
 
 EXPORT_EXTRA = ("onnx", "onnxruntime", "onnxscript", "onnx_ir")
@@ -23,33 +24,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 TrustOption = Annotated[list[str], typer.Option(
     "--trust", help="Top-level package whose model factory a checkpoint may import (repeatable; also MTL_DEPLOY_TRUST).")]
-DEVICE_HELP = ("ONNX Runtime device: auto (CUDA when the installed ONNX Runtime has it, else cpu), cpu, cuda or tensorrt; "
-               "a device whose provider is missing is an error, never a CPU fallback.")
 
 
 @contextlib.contextmanager
-def user_errors(interrupted: str = "interrupted: nothing was written; any previous artifact is intact",
-                trust: list[str] | None = None):
+def user_errors(interrupted: str = INTERRUPTED, trust: list[str] | None = None):
     """Turn library errors into one line on stderr and the matching exit code; within it,
     checkpoints may import factories from the `trust`ed packages."""
     try:
         with trusting(trust or ()):
             yield
-    except MtlDeployError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
+    except COMMAND_ERRORS as err:
+        line, code = command_error(err, interrupted)
+        typer.echo(line, err=True)
+        raise typer.Exit(code) from None
     except ModuleNotFoundError as err:
         if err.name not in EXPORT_EXTRA:
             raise
         typer.echo(f"error: {err.name} is not installed; install the export extra: pip install 'mtl-deploy[export]'",
                    err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo(interrupted, err=True)
-        raise typer.Exit(130) from None
-    except OSError as err:  # a full disk, a permission, a vanished file: the library wrote nothing half
-        where = f": {err.filename}" if err.filename else ""
-        typer.echo(f"error: {err.strerror or err}{where}; nothing was replaced", err=True)
         raise typer.Exit(1) from None
 
 
@@ -201,16 +193,16 @@ def verify(
 
 @app.command()
 def predict(
-    export_dir: Annotated[Path, typer.Argument(help="Export directory (model.onnx + manifest.json).")],
-    input: Annotated[Path, typer.Option("--input", help="Rows to predict: .npy, .csv (a header row is optional, see --header), or .npz with one array per model input.")],
-    task: Annotated[Optional[str], typer.Option(help="Only this task's output.")] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Write predictions to .csv or .json (one column per task: a class task's label and probability), or .npz (the raw outputs), instead of printing.")] = None,
-    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help="CSV input: the first row is (or is not) a header [default: a header when a cell of it is not a number; declare a header made only of numbers].")] = None,
-    logits: Annotated[bool, typer.Option("--logits", help="Class tasks: the raw logits instead of label and probability.")] = False,
-    task_ids: Annotated[Optional[str], typer.Option("--task-ids", help="Routed export: each row's task id, an .npy file or a column of the CSV input.")] = None,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    export_dir: Annotated[Path, typer.Argument(help=PREDICT_HELP["export_dir"])],
+    input: Annotated[Path, typer.Option("--input", help=PREDICT_HELP["input"])],
+    task: Annotated[Optional[str], typer.Option(help=PREDICT_HELP["task"])] = None,
+    output: Annotated[Optional[Path], typer.Option(help=PREDICT_HELP["output"])] = None,
+    header: Annotated[Optional[bool], typer.Option("--header/--no-header", help=PREDICT_HELP["header"])] = None,
+    logits: Annotated[bool, typer.Option("--logits", help=PREDICT_HELP["logits"])] = False,
+    task_ids: Annotated[Optional[str], typer.Option("--task-ids", help=PREDICT_HELP["task_ids"])] = None,
+    device: Annotated[str, typer.Option(help=PREDICT_HELP["device"])] = "auto",
 ):
-    """Predict with an export in ONNX Runtime (no PyTorch needed).
+    """Predict with an export in ONNX Runtime (no PyTorch needed; mtl-deploy-runtime predict is the same).
 
     Example: mtl-deploy predict runs/export --input rows.csv --output predictions.csv --device cuda
     """

@@ -7,7 +7,10 @@ file system (small tmpfs mounts, when the tests run as root)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
+import io
 import math
 import os
 import shutil
@@ -34,6 +37,7 @@ from mtl_deploy.config import resolve_config
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.exporters import verify_export
 from mtl_deploy.runtime import FewShotAdapter, Predictor, predict_file
+from mtl_deploy.runtime.cli import main as runtime_main
 from mtl_deploy.runtime.files import prediction_table
 from tests.bad_input_cases import FEATURES, build_workspace
 
@@ -52,6 +56,7 @@ class Row:
     args: tuple[str, ...] = ()  # CLI arguments, "{name}" standing for a workspace path
     call: Callable[[dict], object] | None = None  # API rows: called with the workspace paths
     process: bool = False  # run `python -m mtl_deploy` in a child process (native writers may abort)
+    runtime: bool = False  # run the args with the mtl-deploy-runtime command instead of mtl-deploy
 
 
 def cli(id: str, code: int, says: str, *args: str, process: bool = False):
@@ -304,8 +309,8 @@ PREDICT_ROWS = [
     cli("predict-output-under-a-file", 1, "a_file", *PREDICT, "{rows_npy}", "--output", "{a_file}/p.csv"),
     cli("predict-output-is-a-directory", 2, "{user}", *PREDICT, "{rows_npy}", "--output", "{user}"),
     cli("predict-device-unknown", 2, "nonsense", *PREDICT, "{rows_npy}", "--device", "nonsense"),
-    *([cli("predict-device-without-its-provider", 1, "mtl-deploy[gpu]", *PREDICT, "{rows_npy}", "--device", "cuda",
-           "--output", "{outs}/p.csv")] if CPU_BUILD else []),  # a GPU build has CUDA to use
+    *([cli("predict-device-without-its-provider", 1, "pip install onnxruntime-gpu", *PREDICT, "{rows_npy}",
+           "--device", "cuda", "--output", "{outs}/p.csv")] if CPU_BUILD else []),  # a GPU build has CUDA to use
 ]
 
 DEMO_ROWS = [
@@ -553,6 +558,8 @@ def run_row(row: Row, paths: dict) -> list[str]:
                 problems = api_problems(row, paths)
             elif row.process:
                 problems = cli_problems(row, run_process([expand(a, paths) for a in row.args]), paths)
+            elif row.runtime:
+                problems = cli_problems(row, run_runtime([expand(a, paths) for a in row.args]), paths)
             else:
                 problems = cli_problems(row, runner.invoke(app, [expand(a, paths) for a in row.args]), paths)
     finally:
@@ -576,6 +583,17 @@ def run_process(args: list[str]) -> ProcessResult:
     done = subprocess.run([sys.executable, "-m", "mtl_deploy", *args], capture_output=True, text=True, timeout=300,
                           env={**env, "PYTHONPATH": str(Path(__file__).parents[1])})
     return ProcessResult(done.returncode, done.stderr, done.stdout + done.stderr)
+
+
+def run_runtime(args: list[str]) -> ProcessResult:
+    """The mtl-deploy-runtime command, in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = runtime_main(args)
+        except SystemExit as exit:  # argparse's own exits: --help, usage errors
+            code = exit.code
+    return ProcessResult(code, err.getvalue(), out.getvalue() + err.getvalue())
 
 
 def cli_problems(row: Row, result, paths: dict) -> list[str]:
@@ -652,6 +670,13 @@ def test_the_table_covers_every_command_and_the_api():
 @pytest.mark.usefixtures("no_large_allocations", "quick_demo")
 @pytest.mark.parametrize("row", [p.values[0] for p in ROWS], ids=[p.id for p in ROWS])
 def test_bad_input_is_one_line_and_touches_nothing(row, workspace):
+    check_row(row, workspace, [workspace["root"]])
+
+
+@pytest.mark.usefixtures("no_large_allocations")
+@pytest.mark.parametrize("row", [dataclasses.replace(p.values[0], runtime=True) for p in PREDICT_ROWS],
+                         ids=[f"runtime-{p.id}" for p in PREDICT_ROWS])
+def test_the_runtime_command_refuses_what_predict_refuses(row, workspace):
     check_row(row, workspace, [workspace["root"]])
 
 

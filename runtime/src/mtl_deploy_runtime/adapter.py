@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.errors import InputError, bounded, numeric_array
-from mtl_deploy.runtime.predictor import artifact_path, finite_outputs, read_export_manifest
-from mtl_deploy.runtime.session import session_for
+from mtl_deploy_runtime.errors import InputError, bounded, numeric_array
+from mtl_deploy_runtime.predictor import artifact_path, finite_outputs, read_export_manifest
+from mtl_deploy_runtime.session import session_for
 
 
 class FewShotAdapter:

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy_runtime.errors import InputError, MtlDeployError
 
 # manifest "format" values of each kind of directory artifact; what may replace what
 ARTIFACT_FORMATS = {

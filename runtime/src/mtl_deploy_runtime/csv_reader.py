@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy_runtime.errors import InputError, MtlDeployError
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 `InputError` is a usage error (bad path, unknown name, wrong shape, non-finite data): the
 CLI exits with 2. `MtlDeployError` is a failure of the work itself (corrupt checkpoint,
-parity mismatch, unwritable output): exit 1. The helpers keep messages one short line
-and turn bad arrays into InputErrors (numpy only: the runtime uses them too).
+parity mismatch, unwritable output): exit 1. The helpers keep messages one short line,
+turn bad arrays into InputErrors, and give both command lines (mtl-deploy and
+mtl-deploy-runtime) the same line and exit code for a failure.
 """
 
 import numpy as np
@@ -19,6 +20,22 @@ class InputError(MtlDeployError, ValueError):
     """Bad input from the user (arguments, files, data); the CLI exits with code 2."""
 
     exit_code = 2
+
+
+INTERRUPTED = "interrupted: nothing was written; any previous artifact is intact"
+COMMAND_ERRORS = (MtlDeployError, OSError, KeyboardInterrupt)  # what a command reports in one line
+
+
+def command_error(err: BaseException, interrupted: str = INTERRUPTED) -> tuple[str, int]:
+    """The line a command prints on stderr, and its exit code, for one of `COMMAND_ERRORS`:
+    the library's message, an operating-system error (a full disk, a permission: the library
+    wrote nothing half), or Ctrl-C (130)."""
+    if isinstance(err, MtlDeployError):
+        return f"error: {err}", err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return interrupted, 130
+    where = f": {err.filename}" if getattr(err, "filename", None) else ""
+    return f"error: {getattr(err, 'strerror', None) or err}{where}; nothing was replaced", 1
 
 
 def bounded(items: list, limit: int = 8) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.atomic import atomic_file
-from mtl_deploy.errors import InputError
-from mtl_deploy.runtime.predictor import Predictor
-from mtl_deploy.runtime.csv_reader import read_table
+from mtl_deploy_runtime.atomic import atomic_file
+from mtl_deploy_runtime.errors import InputError
+from mtl_deploy_runtime.predictor import Predictor
+from mtl_deploy_runtime.csv_reader import read_table
 
 
 def read_rows(path: str | Path, header: bool | None = None) -> np.ndarray | dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """Serve an export directory with ONNX Runtime and numpy only: no torch import anywhere in
-this package, so production installs `mtl-deploy[runtime]` without PyTorch.
+this package, so production installs mtl-deploy-runtime without PyTorch.
 
 The manifest names the input, every output and the task each output belongs to; inputs
 are checked against it before they reach the session.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy.errors import InputError, MtlDeployError, numeric_array
-from mtl_deploy.runtime.session import session_for
+from mtl_deploy_runtime.errors import InputError, MtlDeployError, numeric_array
+from mtl_deploy_runtime.session import session_for
 
 
 def finite_outputs(outputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -84,7 +84,7 @@ class Predictor:
         self.manifest = read_export_manifest(export_dir)
         self.export_dir = export_dir
         if self.manifest.get("format") == "mtl_deploy.adapter":
-            from mtl_deploy.runtime.adapter import FewShotAdapter  # it builds on this module's manifest readers
+            from mtl_deploy_runtime.adapter import FewShotAdapter  # it builds on this module's manifest readers
 
             self.adapter = FewShotAdapter(export_dir, threads, device=device)
             return  # nothing to predict before adapting

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy_runtime.errors import InputError, MtlDeployError
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider",),
@@ -27,7 +27,7 @@ PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 DEVICES = ("auto", *PROVIDERS)
-GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "mtl-deploy[gpu]"'  # the two builds cannot share one env
+GPU_INSTALL = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"  # the two builds cannot share one env
 STARTS_WITH = {
     "cuda": "an NVIDIA GPU and driver, and the CUDA and cuDNN libraries this onnxruntime-gpu was built for",
     "tensorrt": "an NVIDIA GPU and driver, the CUDA and cuDNN libraries, and TensorRT (pip install tensorrt)",
