@@ -129,6 +129,10 @@ def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_name
         raise MtlDeployError(f"ONNX export of {type(_inner(wrapper)).__name__} failed: {_culprit(err)} "
                              f"(full exporter report: {_write_report(err)})") from None
     proto = program.model_proto
+    # Intermediate shapes the exporter recorded carry its symbolic batch name; runtimes
+    # that pin input shapes (tract, OpenVINO) then see two sizes for one axis. Every
+    # runtime infers them again, so the graph keeps its inputs' and outputs' shapes only.
+    del proto.graph.value_info[:]
     foreign = sorted({node.domain for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
     if foreign:
         raise MtlDeployError(f"the graph uses non-standard operator domains {foreign}; it would not run everywhere")

@@ -101,3 +101,13 @@ def test_verify_detects_a_changed_graph_and_a_foreign_checkpoint(checkpoint_dir,
     (tampered / "model.onnx").write_bytes((export_dir / "model.onnx").read_bytes()[:-10])
     with pytest.raises(MtlDeployError, match="does not match the hash"):
         verify_export(tampered)
+
+
+def test_exported_graphs_carry_no_intermediate_shapes(export_dir):
+    """Only inputs and outputs have shapes: stale symbolic intermediate shapes break
+    runtimes that pin the input shapes."""
+    import onnx
+
+    model = onnx.load(export_dir / "model.onnx")
+    assert len(model.graph.value_info) == 0
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch axis stays symbolic
