@@ -190,13 +190,7 @@ void backward_kernel(const Problem& pb, const Shared<T>& sh, const Tensor& x,
 std::tuple<std::vector<Tensor>, Tensor> adapt(const Problem& pb, const std::vector<Tensor>& params,
                                               const Tensor& x, const Tensor& y,
                                               const std::vector<Tensor>& lr, int64_t aux_mode) {
-  STD_TORCH_CHECK(aux_mode >= 0 && aux_mode <= 2,
-                  "inner_loop: aux_mode must be 0 (none), 1 (gradient sums) or 2 (trajectory)");
-  std::vector<Tensor> outs = empty_like_each(params, pb.T);
-  std::vector<int64_t> aux_shape{0};
-  if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
-  if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
-  Tensor aux = torch::stable::new_empty(x, aux_shape);
+  auto [outs, aux] = adapt_outputs(pb, params, x, aux_mode);
   const bool f32 = x.scalar_type() == torch::headeronly::ScalarType::Float;
   if (f32 && aux_mode == 0 && pb.T > 1 && (pb.act == Act::Relu || pb.shape.layers == 1)) {
     // Plain adaptation of several tasks: one task per SIMD lane (interleaved.h).

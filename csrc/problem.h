@@ -140,4 +140,26 @@ inline std::vector<torch::stable::Tensor> empty_like_each(const std::vector<torc
   return out;
 }
 
+// The adapted parameters (T, *p) and the aux tensor aux_mode asks to save: nothing,
+// per-task gradient sums (T, P) or the trajectory (T, steps, P), on x's device.
+inline std::pair<std::vector<torch::stable::Tensor>, torch::stable::Tensor> adapt_outputs(
+    const Problem& pb, const std::vector<torch::stable::Tensor>& params, const torch::stable::Tensor& x,
+    int64_t aux_mode) {
+  STD_TORCH_CHECK(aux_mode >= 0 && aux_mode <= 2,
+                  "inner_loop: aux_mode must be 0 (none), 1 (gradient sums) or 2 (trajectory)");
+  std::vector<int64_t> aux_shape{0};
+  if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
+  if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
+  return {empty_like_each(params, pb.T), torch::stable::new_empty(x, aux_shape)};
+}
+
+// run(float{}) or run(double{}), as x's dtype is (the checks allow only these two).
+template <typename Run>
+void by_dtype(const torch::stable::Tensor& x, Run&& run) {
+  if (x.scalar_type() == torch::headeronly::ScalarType::Float)
+    run(0.f);
+  else
+    run(0.0);
+}
+
 }  // namespace mtl_deploy

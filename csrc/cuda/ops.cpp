@@ -180,22 +180,12 @@ void adapt_into(const Problem& pb, const std::vector<Tensor>& params, const Tens
 std::tuple<std::vector<Tensor>, Tensor> adapt(const Problem& pb, const std::vector<Tensor>& params,
                                               const Tensor& x, const Tensor& y, const std::vector<Tensor>& lr,
                                               int64_t aux_mode) {
-  STD_TORCH_CHECK(aux_mode >= 0 && aux_mode <= 2,
-                  "inner_loop: aux_mode must be 0 (none), 1 (gradient sums) or 2 (trajectory)");
-  std::vector<Tensor> outs = empty_like_each(params, pb.T);
-  std::vector<int64_t> aux_shape{0};
-  if (aux_mode == 1) aux_shape = {pb.T, pb.shape.numel};
-  if (aux_mode == 2) aux_shape = {pb.T, pb.steps, pb.shape.numel};
-  Tensor aux = torch::stable::new_empty(x, aux_shape);
-  auto run = [&](auto zero) {
+  auto [outs, aux] = adapt_outputs(pb, params, x, aux_mode);
+  by_dtype(x, [&](auto zero) {
     using T = decltype(zero);
     T* a = aux_mode ? static_cast<T*>(aux.mutable_data_ptr()) : nullptr;
     adapt_into<T>(pb, params, x, y, lr, outs, aux_mode == 1 ? a : nullptr, aux_mode == 2 ? a : nullptr);
-  };
-  if (x.scalar_type() == ScalarType::Float)
-    run(0.f);
-  else
-    run(0.0);
+  });
   return {outs, aux};
 }
 
@@ -247,15 +237,11 @@ std::tuple<std::vector<Tensor>, std::vector<Tensor>> inner_loop_backward_cuda(
   const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   std::vector<Tensor> grad_params = empty_like_each(params, 0);
   std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
-  auto run = [&](auto zero) {
+  by_dtype(x, [&](auto zero) {
     using T = decltype(zero);
     reverse_into<T>("inner_loop_backward", pb, x, y, lr, trajectory, as_const(tensor_segments<T>(pb.shape, grad_adapted, true)),
                     grad_params, grad_lr);
-  };
-  if (x.scalar_type() == ScalarType::Float)
-    run(0.f);
-  else
-    run(0.0);
+  });
   return {grad_params, grad_lr};
 }
 
@@ -312,15 +298,11 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> maml_step_cuda(
   Tensor loss_out = torch::stable::new_empty(support_x, {});
   std::vector<Tensor> grad_params = empty_like_each(params, 0);
   std::vector<Tensor> grad_lr = empty_like_each(lr, 0);
-  auto run = [&](auto zero) {
+  by_dtype(support_x, [&](auto zero) {
     using T = decltype(zero);
     meta_gradient<T>(pb, qp, lr, support_x, support_y, query_x, query_y, order, adapted, aux, loss_out,
                      grad_params, grad_lr);
-  };
-  if (support_x.scalar_type() == ScalarType::Float)
-    run(0.f);
-  else
-    run(0.0);
+  });
   return {loss_out, grad_params, grad_lr};
 }
 
@@ -343,7 +325,7 @@ Tensor multihead_linear_cuda(Tensor x, Tensor weight, Tensor bias, std::optional
   const cudaStream_t stream = current_stream(x);
   const IdFlag flag = id_flag(x, true);
   Tensor out = torch::stable::new_empty(x, {d.B, d.C});
-  auto run = [&](auto zero) {
+  by_dtype(x, [&](auto zero) {
     using T = decltype(zero);
     check_launch(cuda::routed_forward_cuda<T>(d.B, d.D, d.H, d.C, static_cast<const T*>(x.const_data_ptr()),
                                               static_cast<const T*>(weight.const_data_ptr()),
@@ -351,11 +333,7 @@ Tensor multihead_linear_cuda(Tensor x, Tensor weight, Tensor bias, std::optional
                                               head_ids->const_data_ptr<int64_t>(),
                                               static_cast<T*>(out.mutable_data_ptr()), flag.ptr(), stream),
                  "multihead_linear");
-  };
-  if (x.scalar_type() == ScalarType::Float)
-    run(0.f);
-  else
-    run(0.0);
+  });
   flag.check(stream, bad_head_message(d));
   return out;
 }
@@ -377,7 +355,7 @@ std::tuple<Tensor, Tensor, Tensor> multihead_linear_routed_backward_cuda(Tensor 
   STD_TORCH_CHECK(d.H <= 65535, "multihead_linear: the CUDA routed backward takes at most 65535 heads, got ", d.H);
   const int64_t chunks = (d.B + cuda::kRoutedChunkRows - 1) / cuda::kRoutedChunkRows;
   Tensor partial = torch::stable::new_empty(x, {d.H * chunks * d.C * (d.D + 1)});
-  auto run = [&](auto zero) {
+  by_dtype(x, [&](auto zero) {
     using T = decltype(zero);
     check_launch(cuda::routed_backward_cuda<T>(
                      d.B, d.D, d.H, d.C, static_cast<const T*>(grad_out.const_data_ptr()),
@@ -386,11 +364,7 @@ std::tuple<Tensor, Tensor, Tensor> multihead_linear_routed_backward_cuda(Tensor 
                      static_cast<T*>(dw.mutable_data_ptr()), static_cast<T*>(db.mutable_data_ptr()),
                      static_cast<T*>(partial.mutable_data_ptr()), chunks, flag.ptr(), stream),
                  "multihead_linear");
-  };
-  if (x.scalar_type() == ScalarType::Float)
-    run(0.f);
-  else
-    run(0.0);
+  });
   flag.check(stream, bad_head_message(d));
   return {dx, dw, db};
 }
