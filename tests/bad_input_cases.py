@@ -233,6 +233,36 @@ def _support_files(root: Path, p: dict) -> None:
         np.savez(p[name], x=digits_x, y=np.array(labels))
 
 
+def _task_files(root: Path, p: dict) -> None:
+    """A task file of the ProtoNet adapter (3-way digits), and files that are each a wrong one."""
+    from mtl_deploy.runtime import FewShotAdapter
+
+    root.mkdir()
+    with np.load(p["digits_label_out_of_range"]) as support:
+        x = support["x"]
+    p["task"] = FewShotAdapter(p["protonet_adapter"]).adapt(x, np.array([0, 1, 2, 0, 1, 2])).save(root / "task.npz")
+    with np.load(p["task"]) as archive:
+        good = {name: archive[name] for name in archive.files}
+    p["task_other_model"] = FewShotAdapter(p["adapter"]).adapt(*[np.load(p["support"])[k] for k in "xy"]).save(
+        root / "other_model.npz")
+    p["task_truncated"] = root / "truncated.npz"
+    p["task_truncated"].write_bytes(p["task"].read_bytes()[:300])
+    p["task_garbage"] = root / "garbage.npz"
+    p["task_garbage"].write_bytes(b"not a task file")
+    p["task_npy"] = root / "one_array.npy"
+    np.save(p["task_npy"], good["prototypes"])
+    variants = {"pickled": {**good, "prototypes": np.array([None] * 3, dtype=object)},
+                "wrong_shape": {**good, "prototypes": good["prototypes"][:, :5]},
+                "wrong_dtype": {**good, "prototypes": good["prototypes"].astype(np.float64)},
+                "nan": {**good, "prototypes": np.full_like(good["prototypes"], np.nan)},
+                "missing_array": {k: v for k, v in good.items() if k != "prototypes"},
+                "newer": {**good, "format_version": np.array(99)},
+                "not_a_task": {"prototypes": good["prototypes"]}}
+    for name, arrays in variants.items():
+        p[f"task_{name}"] = root / f"{name}.npz"
+        np.savez(p[f"task_{name}"], **arrays)
+
+
 def build_workspace(root: Path) -> dict[str, Path]:
     p: dict[str, Path] = {"root": root}
     arts = p["arts"] = root / "arts"
@@ -280,9 +310,11 @@ def build_workspace(root: Path) -> dict[str, Path]:
     _rewrite_manifest(p["escape_relative"], artifact="../../outside.onnx")
     p["escape_absolute"] = _copy(p["onnx"], bad / "escape_absolute")
     _rewrite_manifest(p["escape_absolute"], artifact=str(p["outside_onnx"]))
-    shutil.copy(p["adapter"] / "adapter.onnx", root / "outside_adapter.onnx")
+    for graph in ("adapter", "adapt"):
+        shutil.copy(p["adapter"] / f"{graph}.onnx", root / f"outside_{graph}.onnx")
     p["adapter_escape"] = _copy(p["adapter"], bad / "adapter_escape")
-    _rewrite_manifest(p["adapter_escape"], artifact="../../outside_adapter.onnx")
+    _rewrite_manifest(p["adapter_escape"], artifact="../../outside_adapter.onnx",
+                      state__adapt="../../outside_adapt.onnx")
     p["tampered_atol"] = _copy(p["onnx"], bad / "tampered_atol")
     _tamper_onnx(p["tampered_atol"])
     _rewrite_manifest(p["tampered_atol"], parity__atol=1e9, parity__rtol=1e9)
@@ -323,4 +355,5 @@ def build_workspace(root: Path) -> dict[str, Path]:
     _configs(root / "configs", p)
     _data_files(root / "data", p)
     _support_files(root / "support", p)
+    _task_files(root / "tasks", p)
     return p

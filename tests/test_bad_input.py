@@ -400,6 +400,16 @@ API_ROWS = [
         lambda p: FewShotAdapter(p["protonet_adapter"]).adapt(*support(p, "digits_label_fraction"))),
     api("fewshot-labels-empty", 2, "empty|no |0|label", lambda p: FewShotAdapter(p["protonet_adapter"]).adapt(
         np.zeros((0, 1, 8, 8), np.float32), np.zeros(0, np.int64))),
+    *[api(f"fewshot-task-file-{name}", 2, says, lambda p, name=name: FewShotAdapter(p["protonet_adapter"]).load(
+        p[f"task_{name}"])) for name, says in [
+        ("truncated", "task file"), ("garbage", "task file"), ("npy", "one float32 array"),
+        ("pickled", "pickle|object"), ("wrong_shape", "prototypes"), ("wrong_dtype", "float64"),
+        ("nan", "nan"), ("missing_array", "prototypes"), ("newer", "newer"), ("not_a_task", "not an mtl_deploy task"),
+        ("other_model", "another model")]],
+    api("fewshot-task-file-missing", 2, "does not exist",
+        lambda p: FewShotAdapter(p["protonet_adapter"]).load(p["missing"])),
+    api("fewshot-task-file-saved-over-a-directory", 2, "directory",
+        lambda p: FewShotAdapter(p["protonet_adapter"]).load(p["task"]).save(p["user"])),
     api("predict-file-output-under-a-file", 1, "a_file",
         lambda p: predict_file(p["onnx"], p["rows_npy"], output_path=p["a_file"] / "p.npz")),
     api("predict-file-input-missing", 2, "does not exist", lambda p: predict_file(p["onnx"], p["missing"])),
@@ -444,6 +454,8 @@ DISK_ROWS = [
     api("save", 1, "{disk}", lambda p: mtl_deploy.save(mtl_deploy.load(p["ckpt"]), p["disk"] / "s")),
     api("export", 1, "{disk}", lambda p: mtl_deploy.export(p["ckpt"], p["disk"] / "e")),
     api("predict-file", 1, "{disk}", lambda p: predict_file(p["onnx"], p["rows_npy"], output_path=p["disk"] / "p.npz")),
+    api("task-file", 1, "{disk}",
+        lambda p: FewShotAdapter(p["protonet_adapter"]).load(p["task"]).save(p["disk"] / "t.npz")),
 ]
 
 # Every export format goes through inspect and verify, or is refused in one line.

@@ -2,6 +2,11 @@
 proved to match `mtl_deploy.adapt` followed by a forward on the query set, in ONNX Runtime
 and the ONNX reference evaluator, for several ways, shots and query sizes.
 
+Beside the one graph (`adapter.onnx`) lie its two halves: `adapt.onnx` (support set -> the
+adapted state) and `predict.onnx` (query rows and state -> predictions). The runtime adapts
+once with the first, keeps the state (a task file holds it) and predicts with the second;
+the proof covers both ways, which compute the same operations.
+
 The proof's episodes are drawn from real input rows when the checkpoint has them (or the
 caller gives them), random rows on the training scale otherwise: ten SGD steps on noise
 can run away, and then float32 rounding grows into differences that say nothing about
@@ -17,8 +22,8 @@ import onnxruntime
 import torch
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
-from mtl_deploy.errors import InputError
-from mtl_deploy.exporters.adapter_graph import METRIC, AdapterGraph
+from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.exporters.adapter_graph import METRIC, AdaptHalf, AdapterGraph, PredictHalf
 from mtl_deploy.exporters.onnx_graph import trace_onnx
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import export_source, weights_hash
@@ -31,6 +36,8 @@ from mtl_deploy.version import __version__
 
 INPUTS = ("support_x", "support_y", "query_x")
 OUTPUT = "query_pred"
+FROM_STATE = "query_pred from the state"  # the parity report's name for adapt.onnx then predict.onnx
+HALVES = {"adapt": "adapt.onnx", "predict": "predict.onnx"}
 ADAPTER_ATOL = 1e-4  # unrolled SGD steps accumulate float32 rounding; the contract is 1e-4
 
 
@@ -77,17 +84,35 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     graph = AdapterGraph(model, steps, lr, head_lr).eval()
     metric = model.adaptation["algorithm"] in METRIC
     dims = {"support": torch.export.Dim("support"), "query": torch.export.Dim("query")}
-    support_y_axes = {0: dims["support"], 1: torch.export.Dim("ways")} if metric else {0: dims["support"]}
+    if metric:
+        dims["ways"] = torch.export.Dim("ways")
+    support_y_axes = {0: dims["support"], 1: dims["ways"]} if metric else {0: dims["support"]}
     example = _episode(model, max(2, model.task.out_dim if not metric else 3), 2, 3, seed=0)
-    example_inputs = (example[0], example[2], example[3])
-    proto = trace_onnx(graph, example_inputs, list(INPUTS), [OUTPUT], opset,
-                       dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]}))
-    proto.producer_name, proto.producer_version = "mtl_deploy", __version__
+    with torch.no_grad():
+        state = graph.adapt(example[0], example[2])
+    names, axes = graph.state_names(), graph.state_axes()
+    state_axes = tuple({axis: dims[name] for axis, name in varying.items()} for varying in axes)
+    protos = {
+        "adapter": trace_onnx(graph, (example[0], example[2], example[3]), list(INPUTS), [OUTPUT], opset,
+                              dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]})),
+        "adapt": trace_onnx(AdaptHalf(graph), (example[0], example[2]), list(INPUTS[:2]), names, opset,
+                            dynamic_shapes=({0: dims["support"]}, support_y_axes)),
+        "predict": trace_onnx(PredictHalf(graph), (example[3], *state), [INPUTS[2], *names], [OUTPUT], opset,
+                              dynamic_shapes=({0: dims["query"]}, state_axes)),
+    }
+    for proto in protos.values():
+        proto.producer_name, proto.producer_version = "mtl_deploy", __version__
     with atomic_directory(out_dir, "export", source.paths) as staging:
-        path = staging / "adapter.onnx"
-        onnx.save_model(proto, path, save_as_external_data=False)
-        check_graph(path)
-        report = prove_adapter(graph_runners(path, proto), model, steps, lr if head_lr is None else None, real, atol, rtol)
+        files = {"adapter": "adapter.onnx", **HALVES}
+        for half, proto in protos.items():
+            onnx.save_model(proto, staging / files[half], save_as_external_data=False)
+        path = staging / files["adapter"]
+        arrays = [{"name": name, "dtype": "float32", "shape": [ax.get(i, size) for i, size in enumerate(value.shape)]}
+                  for name, value, ax in zip(names, state, axes)]
+        halves = {**HALVES, "arrays": arrays, **{f"{half}_sha256": sha256_file(staging / file)
+                                                 for half, file in HALVES.items()}}
+        report = prove_adapter(adapter_runners(staging, path.name, halves), model, steps,
+                               lr if head_lr is None else None, real, atol, rtol)
         if not report.passed:
             raise ParityError(report.failure_message() + "; no export was written")
         manifest = {
@@ -100,6 +125,7 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
                        {"name": "query_x", "shape": ["query", *model.input_shape], "dtype": "float32"}],
             "outputs": [{"name": OUTPUT, "shape": ["query", "ways" if metric else model.task.out_dim],
                          "dtype": "float32", "values": "values" if model.task.kind == "regression" else "logits"}],
+            "state": halves,
             "task": model.task.to_dict(), "model_sha256": sha256_file(path), "weights_sha256": weights_hash(model),
             "integrity": INTEGRITY,
             "torch_version": torch.__version__, "onnx_version": onnx.__version__,
@@ -109,13 +135,39 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     return ExportReport(Path(out_dir), manifest, report)
 
 
+def adapter_runners(directory: Path, artifact: str, halves: dict | None, device: str = "cpu") -> dict:
+    """Runtime name -> function(episode feeds) -> {query_pred: the one graph's, FROM_STATE:
+    adapt.onnx's state fed to predict.onnx}, each graph checked first (`halves`: the
+    manifest's "state"; None for an export made before the halves, which has the one graph)."""
+    state = [a["name"] for a in halves["arrays"]] if halves else []
+    graphs = {"adapter": artifact, **({half: halves[half] for half in HALVES} if halves else {})}
+    expected = {"adapter": (list(INPUTS), [OUTPUT]), "adapt": (list(INPUTS[:2]), state),
+                "predict": ([INPUTS[2], *state], [OUTPUT])}
+    runners = {}
+    for half, file in graphs.items():
+        proto = check_graph(directory / file, unbatched=state)
+        io = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+        if io != expected[half]:
+            raise MtlDeployError(f"{file} has inputs/outputs {io}, the manifest says {expected[half]}; export again")
+        runners[half] = graph_runners(directory / file, proto, device)
+
+    def runner(runtime: str):
+        def run(feeds: dict) -> dict:
+            outputs = {OUTPUT: runners["adapter"][runtime](feeds)[OUTPUT]}
+            if halves:
+                adapted = runners["adapt"][runtime]({name: feeds[name] for name in INPUTS[:2]})
+                outputs[FROM_STATE] = runners["predict"][runtime]({INPUTS[2]: feeds[INPUTS[2]], **adapted})[OUTPUT]
+            return outputs
+        return run
+    return {runtime: runner(runtime) for runtime in runners["adapter"]}
+
+
 def prove_adapter(runners: dict, model: FewShotModel, steps: int, lr: float, real: torch.Tensor | None,
                   atol: float, rtol: float) -> ParityReport:
     """Run the adapter graph in every runner on episodes of several ways, shots and query
     sizes, against `mtl_deploy.adapt` + forward in PyTorch."""
     metric = model.adaptation["algorithm"] in METRIC
-    report = ParityReport(atol, rtol, [], ["random" if real is None else "real"], sorted(runners),
-                          {OUTPUT: OutputParity()})
+    report = ParityReport(atol, rtol, [], ["random" if real is None else "real"], sorted(runners))
     for seed, (ways, shots, queries) in enumerate(_cases(model), start=1):
         support_x, labels, support_y, query_x = _episode(model, ways, shots, queries, seed, real)
         adapted = adapt(_with_ways(model, ways) if metric else model, support_x, labels, steps=steps, lr=lr)
@@ -123,8 +175,9 @@ def prove_adapter(runners: dict, model: FewShotModel, steps: int, lr: float, rea
             want = adapted(query_x)[model.task.name].numpy()
         feeds = {"support_x": support_x.numpy(), "support_y": support_y.numpy(), "query_x": query_x.numpy()}
         for runtime, run in runners.items():
-            record_error(report.outputs[OUTPUT], run(feeds)[OUTPUT], want, atol, rtol,
-                         f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
+            for name, values in run(feeds).items():
+                record_error(report.outputs.setdefault(name, OutputParity()), values, want, atol, rtol,
+                             f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
             report.comparisons += 1
         report.batch_sizes.append(queries)
     return report

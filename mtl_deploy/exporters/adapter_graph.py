@@ -1,5 +1,8 @@
 """The adaptation itself as a traceable module, for on-device few-shot learning in plain
-ONNX Runtime: `forward(support_x, support_y, query_x) -> query_pred`.
+ONNX Runtime: `forward(support_x, support_y, query_x) -> query_pred`, which is
+`predict(query_x, *adapt(support_x, support_y))`: the adapted state in between (prototypes,
+support embeddings and labels, or adapted weights) is what a task file keeps, so the two
+halves are traced as graphs of their own too (`AdaptHalf`, `PredictHalf`).
 
 Nothing here calls autograd or a custom op: the SGD steps of MAML / Meta-SGD / ANIL /
 Reptile are unrolled with every layer's gradient written out, and ProtoNet / Matching
@@ -88,19 +91,70 @@ class AdapterGraph(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.normalize(x).flatten(1) if self.whole_network else self.model.embed(x)
 
-    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
-        support, query = self.features(support_x), self.features(query_x)  # (S, F), (Q, F)
+    def state_names(self) -> list[str]:
+        """The adapted state's arrays, in the order `adapt` returns them."""
         if self.algorithm == "protonet":
-            prototypes = support_y.T @ support / support_y.sum(0).unsqueeze(1)  # (ways, F)
-            return -self.model.metric_scale * squared_distances(query, prototypes)
+            return ["prototypes"]
         if self.algorithm == "matching":
-            return matching_log_probs(query, support, support_y, self.model.metric_scale)
-        activation = getattr(self.model.trunk, "activation", "relu") if self.whole_network else "relu"
+            return ["support_embeddings", "support_onehot"]  # not support_y: an input of the adapt graph
+        return [f"{kind}{i}" for i in range(len(self.start) // 2) for kind in ("weight", "bias")]
+
+    def state_axes(self) -> list[dict[int, str]]:
+        """Each state array's axes that vary from task to task (the rest are fixed)."""
+        if self.algorithm == "protonet":
+            return [{0: "ways"}]
+        if self.algorithm == "matching":
+            return [{0: "support"}, {0: "support", 1: "ways"}]
+        return [{} for _ in self.start]
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        support = self.features(support_x)  # (S, F)
+        if self.algorithm == "protonet":
+            return (support_y.T @ support / support_y.sum(0).unsqueeze(1),)  # (ways, F)
+        if self.algorithm == "matching":
+            return support, support_y
+        activation = self.activation()
         rates = [getattr(self, f"rate{i}") for i in range(len(self.start))]
         start = list(self.start)
         if self.proto_init:
             embedded = self.model.embed(support_x) if self.whole_network else support
             centres = support_y.T @ embedded / support_y.sum(0).unsqueeze(1)  # (ways, F)
             start[-2:] = [2 * centres, -centres.pow(2).sum(1)]
-        params = sgd_steps(start, rates, support, support_y, self.steps, activation, self.model.task.kind)
-        return mlp_apply(params, query, activation)
+        return tuple(sgd_steps(start, rates, support, support_y, self.steps, activation, self.model.task.kind))
+
+    def predict(self, query_x: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
+        query = self.features(query_x)  # (Q, F)
+        if self.algorithm == "protonet":
+            return -self.model.metric_scale * squared_distances(query, state[0])
+        if self.algorithm == "matching":
+            return matching_log_probs(query, state[0], state[1], self.model.metric_scale)
+        return mlp_apply(list(state), query, self.activation())
+
+    def activation(self) -> str:
+        return getattr(self.model.trunk, "activation", "relu") if self.whole_network else "relu"
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+        return self.predict(query_x, *self.adapt(support_x, support_y))
+
+
+class _Half(nn.Module):
+    """One half of an adapter graph as a module of its own, to trace it alone."""
+
+    def __init__(self, graph: AdapterGraph):
+        super().__init__()
+        self.adapter = graph  # not `graph`: traced modules have a graph of their own
+
+
+class AdaptHalf(_Half):
+    """`graph.adapt` as a module: (support_x, support_y) -> the adapted state."""
+
+    def forward(self, support_x: torch.Tensor, support_y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # copies: after zero steps the state is the start weights, and a graph output must be computed
+        return tuple(value.clone() for value in self.adapter.adapt(support_x, support_y))
+
+
+class PredictHalf(_Half):
+    """`graph.predict` as a module: (query_x, *state) -> query_pred."""
+
+    def forward(self, query_x: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
+        return self.adapter.predict(query_x, *state)

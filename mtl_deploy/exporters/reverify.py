@@ -18,7 +18,7 @@ import onnx
 from mtl_deploy import checkpoint as checkpoints
 from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import InputError, MtlDeployError
-from mtl_deploy.exporters.adapter import ADAPTER_ATOL, OUTPUT, prove_adapter
+from mtl_deploy.exporters.adapter import ADAPTER_ATOL, HALVES, adapter_runners, prove_adapter
 from mtl_deploy.exporters.graphs import multi_output_graph, routed_feeds, routed_graph
 from mtl_deploy.exporters.onnx_graph import TASK_ID_NAME
 from mtl_deploy.exporters.source import proof_input_sets, sample_feeds, weights_hash
@@ -30,6 +30,7 @@ from mtl_deploy.meta.adapt import fewshot_model
 from mtl_deploy.models.inputs import PROOF_LENGTHS, InputSpec, Signature, signature_of
 from mtl_deploy.runtime.predictor import artifact_path, read_export_manifest
 from mtl_deploy.runtime.session import resolve_device
+from mtl_deploy.runtime.task_file import state_spec
 
 MAX_FEATURES = 1 << 20  # rows of random inputs are built from the graph's shape: bound it
 
@@ -145,8 +146,17 @@ def _verify_torch_artifact(model_path: Path, format: str, manifest: dict, loaded
 
 
 def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol: float, device: str) -> ParityReport:
+    """The one graph, and its two halves (adapt, predict) where the export has them: hashes,
+    checker, then parity of both ways of predicting."""
     proto = _checked_graph(model_path, manifest)
-    runners = graph_runners(model_path, proto, device)
+    halves = manifest.get("state")
+    if halves is not None:
+        state_spec(manifest)  # a corrupt state section is one line, before any of it is used
+    for half in HALVES if halves else ():
+        path = artifact_path(model_path.parent, manifest, halves.get(half))
+        if sha256_file(path) != halves.get(f"{half}_sha256"):
+            raise MtlDeployError(f"{path} does not match the hash in its manifest: it was changed or is corrupt")
+    runners = adapter_runners(model_path.parent, model_path.name, halves, device)
     if loaded is not None:
         model = fewshot_model(loaded.model).eval()
         return prove_adapter(runners, model, manifest["steps"], manifest["lr"] if manifest.get("head_lr") is None else None,
@@ -166,9 +176,9 @@ def _verify_adapter(model_path: Path, manifest: dict, loaded, atol: float, rtol:
                  "query_x": rng.standard_normal((queries, *row_shape)).astype(np.float32)}
         want = reference(feeds)
         for runtime, run in runners.items():
-            record_error(report.outputs.setdefault(OUTPUT, OutputParity()), run(feeds)[OUTPUT], want[OUTPUT],
-                         atol, rtol, f"{runtime} vs onnx.reference, {rows} support rows, {queries} queries")
+            for name, values in run(feeds).items():
+                record_error(report.outputs.setdefault(name, OutputParity()), values, want[name], atol, rtol,
+                             f"{runtime} vs onnx.reference, {rows} support rows, {queries} queries")
             report.comparisons += 1
         report.batch_sizes.append(queries)
     return report
-

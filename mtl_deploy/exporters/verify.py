@@ -8,7 +8,7 @@ each output is compared with the expected values under |a - e| <= atol + rtol * 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,9 +95,9 @@ class ParityReport:
                 f"(atol {self.atol:g}, rtol {self.rtol:g}) in {worst.worst_case}")
 
 
-def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
+def check_graph(proto_or_path: onnx.ModelProto | str | Path, unbatched: Collection[str] = ()) -> onnx.ModelProto:
     """Full ONNX check, standard domains only, a symbolic first (batch) axis on every input
-    and output."""
+    and output but the `unbatched` ones (an adapted task's state: one task's arrays)."""
     proto = onnx.load(str(proto_or_path)) if isinstance(proto_or_path, (str, Path)) else proto_or_path
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -108,6 +108,8 @@ def check_graph(proto_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if foreign or proto.functions:
         raise MtlDeployError(f"the graph needs non-standard domains or functions {foreign}; it must use ai.onnx only")
     for value in [*proto.graph.input, *proto.graph.output]:
+        if value.name in unbatched:
+            continue
         first = value.type.tensor_type.shape.dim[0]
         if not first.dim_param:
             raise MtlDeployError(f"{value.name!r} has a fixed first axis ({first.dim_value}); the batch must be dynamic")

@@ -1,6 +1,7 @@
 """Adapter graphs: a device with only onnxruntime and numpy adapts a meta-trained model
 from a support set and predicts the query set exactly as `mtl_deploy.adapt` + forward."""
 
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import mtl_deploy
-from mtl_deploy.errors import InputError
+from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.meta.train import meta_train_and_save
 from tests.meta.test_adapt_and_export import brief_config
 
@@ -43,6 +44,33 @@ def test_graph_is_standard_and_dynamic(adapter):
     assert report.parity.passed and report.manifest["parity"]["runtimes"] == ["onnx.reference", "onnxruntime"]
     ways_axis = proto.graph.input[1].type.tensor_type.shape.dim[1]
     assert bool(ways_axis.dim_param) == (algorithm in ("protonet", "matching"))
+
+
+def test_the_halves_are_standard_graphs_of_the_state_the_manifest_names(adapter, tmp_path):
+    """adapt.onnx (support set -> state) and predict.onnx (query rows, state -> predictions)
+    are checked like the one graph and proved with it; verify checks their hashes."""
+    from mtl_deploy.exporters import verify_export
+
+    algorithm, root, report = adapter
+    state = report.manifest["state"]
+    names = [entry["name"] for entry in state["arrays"]]
+    adapt, predict = (onnx.load(str(root / "adapter" / state[half])) for half in ("adapt", "predict"))
+    for proto in (adapt, predict):
+        onnx.checker.check_model(proto, full_check=True)
+        assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
+    io = lambda proto: ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])  # noqa: E731
+    assert io(adapt) == (["support_x", "support_y"], names) and io(predict) == (["query_x", *names], ["query_pred"])
+    for value, entry in zip(adapt.graph.output, state["arrays"]):  # a task's varying axes are symbolic, the rest fixed
+        dims = value.type.tensor_type.shape.dim
+        assert [d if isinstance(d, int) else None for d in entry["shape"]] == [None if d.dim_param else d.dim_value
+                                                                               for d in dims]
+    parity = report.manifest["parity"]["outputs"]
+    assert sorted(parity) == ["query_pred", "query_pred from the state"] and all(o["passed"] for o in parity.values())
+    if algorithm == "protonet":
+        copy = shutil.copytree(root / "adapter", tmp_path / "adapter")
+        (copy / "predict.onnx").write_bytes((copy / "predict.onnx").read_bytes() + b"\0")
+        with pytest.raises(MtlDeployError, match="predict.onnx does not match the hash"):
+            verify_export(copy)
 
 
 def test_device_without_torch_matches_pytorch_adapt(adapter, tmp_path):

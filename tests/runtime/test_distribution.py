@@ -1,7 +1,8 @@
 """The mtl-deploy-runtime distribution: one module under both names, one version, and on
 its own (`pip install ./runtime` into a fresh virtual environment, the slow tests) no
-PyTorch nor Typer, while its console script, `Predictor` and `FewShotAdapter` give the
-numbers the main package gives. Prints the installed size."""
+PyTorch nor Typer, while its console script, `Predictor` and `FewShotAdapter` (adapting,
+and loading a task file the main package saved) give the numbers the main package gives.
+Prints the installed size."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ import sys
 from pathlib import Path
 import numpy as np
 from mtl_deploy_runtime import FewShotAdapter, Predictor
-export, adapter, case, out = map(Path, sys.argv[1:])
+export, adapter, case, task_file, out = map(Path, sys.argv[1:])
 case = np.load(case)
-task = FewShotAdapter(adapter).adapt(case["support_x"], case["support_y"])
-np.savez(out, query_pred=task.predict(case["query_x"]), **Predictor(export).predict(case["rows"]))
+device = FewShotAdapter(adapter)
+task = device.adapt(case["support_x"], case["support_y"])
+np.savez(out, query_pred=task.predict(case["query_x"]), from_task_file=device.load(task_file).predict(case["query_x"]),
+         **Predictor(export).predict(case["rows"]))
 """
 
 SIZES = """
@@ -114,21 +117,23 @@ def test_runtime_alone_serves_and_adapts_as_the_main_package(venv, export_dir, a
             "support_y": np.arange(ways).repeat(3), "query_x": rng.standard_normal((7, *adapter.row_shape))}
     np.savez(tmp_path / "case.npz", **case)
     np.save(tmp_path / "rows.npy", rows)
+    task = adapter.adapt(case["support_x"], case["support_y"])
+    task.save(tmp_path / "task.npz")
 
     served = run(venv, venv / "bin" / "python", "-c", SERVE, export_dir, adapter_dir, tmp_path / "case.npz",
-                 tmp_path / "served.npz")
+                 tmp_path / "task.npz", tmp_path / "served.npz")
     assert served.returncode == 0, served.stderr
     script = run(venv, venv / "bin" / "mtl-deploy-runtime", "predict", export_dir, "--input", tmp_path / "rows.npy",
                  "--output", tmp_path / "script.npz")
     assert script.returncode == 0 and script.stdout == f"predictions: {tmp_path / 'script.npz'}\n", script.stderr
 
-    want = {**Predictor(export_dir).predict(rows),
-            "query_pred": adapter.adapt(case["support_x"], case["support_y"]).predict(case["query_x"])}
+    query_pred = task.predict(case["query_x"])
+    want = {**Predictor(export_dir).predict(rows), "query_pred": query_pred, "from_task_file": query_pred}
     with np.load(tmp_path / "served.npz") as got, np.load(tmp_path / "script.npz") as by_script:
         assert sorted(got.files) == sorted(want)
         for name, values in want.items():
             assert np.abs(got[name] - values).max() <= 1e-6, name
-            if name != "query_pred":
+            if name not in ("query_pred", "from_task_file"):
                 assert np.abs(by_script[name] - values).max() <= 1e-6, name
 
 

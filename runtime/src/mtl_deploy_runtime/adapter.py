@@ -1,5 +1,8 @@
-"""Few-shot adaptation on a device with nothing but ONNX Runtime and numpy: the adapter
-graph (`export(..., format="adapter")`) adapts on the support set inside the graph."""
+"""Few-shot adaptation on a device with nothing but ONNX Runtime and numpy. An adapter
+export (`export(..., format="adapter")`) holds the adaptation as graphs: `adapt.onnx` turns
+a support set into the adapted state (prototypes; support embeddings and one-hot labels; or
+adapted weights), `predict.onnx` predicts query rows from that state. A task is adapted
+once and predicts many times; its state saves to a task file that a later process loads."""
 
 from __future__ import annotations
 
@@ -10,25 +13,34 @@ import numpy as np
 from mtl_deploy_runtime.errors import InputError, bounded, numeric_array
 from mtl_deploy_runtime.predictor import artifact_path, finite_outputs, read_export_manifest
 from mtl_deploy_runtime.session import session_for
+from mtl_deploy_runtime.task_file import read_task_file, state_spec, write_task_file
 
 
 class FewShotAdapter:
-    """`FewShotAdapter(adapter_dir).adapt(support_x, support_y).predict(query_x)`; `device`
-    and `providers` as on `Predictor`."""
+    """`FewShotAdapter(adapter_dir).adapt(support_x, support_y).predict(query_x)`, and
+    `.load(task_file)` for a task adapted and saved before; `device` and `providers` as on
+    `Predictor`."""
 
     def __init__(self, export_dir: str | Path, threads: int | None = None, *, device: str = "auto"):
         export_dir = Path(export_dir)
         self.manifest = read_export_manifest(export_dir)
         if self.manifest.get("format") != "mtl_deploy.adapter":
             raise InputError(f"{export_dir} is not an adapter export; export with --format adapter")
-        self.session = session_for(artifact_path(export_dir, self.manifest), device, threads)
+        if "state" not in self.manifest:
+            raise InputError(f"{export_dir} was exported before adapter exports kept adapt.onnx and predict.onnx; "
+                             "export it again")
+        self.state_names = [entry["name"] for entry in state_spec(self.manifest)]
+        graphs = self.manifest["state"]
+        self.adapt_session, self.predict_session = (
+            session_for(artifact_path(export_dir, self.manifest, graphs.get(half)), device, threads)
+            for half in ("adapt", "predict"))
         self.row_shape = self.manifest["inputs"][0]["shape"][1:]
         self.task = self.manifest["task"]
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session runs on, the device's own first."""
-        return self.session.get_providers()
+        """The execution providers the sessions run on, the device's own first."""
+        return self.predict_session.get_providers()
 
     def check_rows(self, x, name: str) -> np.ndarray:
         x = numeric_array(x, name)
@@ -66,16 +78,25 @@ class FewShotAdapter:
         y = self.encode_labels(support_y)
         if len(y) != len(x):
             raise InputError(f"{len(x)} support rows but {len(y)} labels")
-        return AdaptedTask(self, x, y)
+        state = finite_outputs(self.adapt_session.run(self.state_names, {"support_x": x, "support_y": y}))
+        return AdaptedTask(self, dict(zip(self.state_names, state)))
+
+    def load(self, path: str | Path) -> "AdaptedTask":
+        """The task saved at `path` by `AdaptedTask.save`, checked to be this model's."""
+        return AdaptedTask(self, read_task_file(path, self.manifest))
 
 
 class AdaptedTask:
-    """A predictor bound to one support set: each call runs the adapter graph on it."""
+    """One adapted task: its `state` (name -> array: prototypes; support embeddings and
+    one-hot labels; or adapted weights), which predicts without the support set."""
 
-    def __init__(self, adapter: FewShotAdapter, support_x: np.ndarray, support_y: np.ndarray):
-        self.adapter, self.support_x, self.support_y = adapter, support_x, support_y
+    def __init__(self, adapter: FewShotAdapter, state: dict[str, np.ndarray]):
+        self.adapter, self.state = adapter, state
 
     def predict(self, query_x) -> np.ndarray:
-        feeds = {"support_x": self.support_x, "support_y": self.support_y,
-                 "query_x": self.adapter.check_rows(query_x, "query_x")}
-        return finite_outputs(self.adapter.session.run(["query_pred"], feeds))[0]
+        feeds = {"query_x": self.adapter.check_rows(query_x, "query_x"), **self.state}
+        return finite_outputs(self.adapter.predict_session.run(["query_pred"], feeds))[0]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to a task file (`.npz`, a few KB) that `FewShotAdapter.load` reads."""
+        return write_task_file(path, self.state, self.adapter.manifest)

@@ -54,11 +54,14 @@ def read_export_manifest(export_dir: str | Path) -> dict:
     return manifest
 
 
-def artifact_path(export_dir: str | Path, manifest: dict) -> Path:
-    """The model file the manifest names, which must be a plain file inside `export_dir`:
-    a name like `../x`, an absolute path or a link leading out is refused, never followed."""
+def artifact_path(export_dir: str | Path, manifest: dict, name: str | None = None) -> Path:
+    """The model file the manifest names (`name`, else its artifact), which must be a plain
+    file inside `export_dir`: a name like `../x`, an absolute path or a link leading out is
+    refused, never followed."""
     export_dir = Path(export_dir)
-    name = manifest["artifact"]
+    name = manifest["artifact"] if name is None else name
+    if not isinstance(name, str):
+        raise MtlDeployError(f"{export_dir / 'manifest.json'} is corrupt (a graph's file name); export again")
     path = export_dir / name
     inside = Path(os.path.realpath(path)).parent == Path(os.path.realpath(export_dir))
     if Path(name).name != name or name in ("", ".", "..") or not inside:
