@@ -773,19 +773,28 @@ def test_a_refused_second_run_leaves_the_live_one_alone(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "mtl_deploy", "train", str(config), "--out", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**env, "OMP_NUM_THREADS": "1"})
-    try:
+    metrics = partial / "metrics.jsonl"
+
+    def epochs_logged(more_than: int) -> int:
+        """Waits until the first run has logged more than `more_than` epochs: it is in its
+        training loop (past its imports, which a Ctrl-C would interrupt differently)."""
         deadline = time.monotonic() + 300
-        while not (partial / "config.json").is_file() and first.poll() is None:
-            assert time.monotonic() < deadline, "the first run did not start"
+        while first.poll() is None:
+            logged = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+            if logged > more_than:
+                return logged
+            assert time.monotonic() < deadline, "the first run did not get going"
             time.sleep(0.05)
-        assert first.poll() is None, first.communicate()[1][-2000:]
+        raise AssertionError(first.communicate()[1][-2000:])
+
+    try:
+        logged = epochs_logged(0)
         second = runner.invoke(app, ["train", str(config), "--out", str(out)])
         assert second.exit_code == 2, second.output
         assert len(second.output.strip().splitlines()) == 1 and second.stderr.startswith("error: ")
         assert "Traceback" not in second.output
         assert partial.is_dir() and not out.exists()
-        time.sleep(1.0)  # the first run keeps writing into its directory meanwhile
-        assert first.poll() is None, first.communicate()[1][-2000:]
+        epochs_logged(logged)  # the first run keeps training and writing into its directory
         first.send_signal(signal.SIGINT)
         _, stderr = first.communicate(timeout=120)
     finally:
@@ -793,4 +802,4 @@ def test_a_refused_second_run_leaves_the_live_one_alone(tmp_path):
             first.kill()
             first.wait()
     assert first.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr[-3000:]

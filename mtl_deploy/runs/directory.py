@@ -91,8 +91,12 @@ class RunDirectory:
 
     def __exit__(self, kind, error, traceback) -> None:
         """A run that fails or is interrupted before its first saved state cannot be
-        resumed: remove the directory it made, so that nothing is left behind."""
+        resumed: remove the directory it made, so that nothing is left behind. TensorBoard's
+        writer thread is stopped first: it would write into the removed directory."""
         try:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
             if kind is not None and self._created and self.work.is_dir() and not self.state_path.is_file():
                 shutil.rmtree(self.work, ignore_errors=True)
         finally:
@@ -209,6 +213,7 @@ class RunDirectory:
             return
         if self._tensorboard is not None:
             self._tensorboard.close()
+            self._tensorboard = None
         write_checkpoint(self.work)
         from mtl_deploy.plots import plot_curves
 
