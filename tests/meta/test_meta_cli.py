@@ -60,3 +60,18 @@ def test_whole_network_algorithms_refuse_a_batch_norm_convnet(tmp_path):
     code, out = invoke("train", tmp_path / "c.json", "--out", tmp_path / "o")
     assert code == 2 and 'model.trunk.norm to "none"' in out
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_evaluate_shows_progress_on_a_terminal(tmp_path, monkeypatch):
+    """On a terminal, evaluate shows a bar on stderr, one tick per method; piped, none."""
+    import mtl_deploy.cli
+
+    code, out = invoke("train", "--preset", "sinusoid-maml", "--iterations", "2", "--out", tmp_path / "ckpt")
+    assert code == 0, out
+    piped = runner.invoke(app, ["evaluate", str(tmp_path / "ckpt"), "--episodes", "8", "--no-baselines"])
+    assert piped.exit_code == 0 and "evaluate 8 episodes" not in piped.stderr
+    monkeypatch.setattr(mtl_deploy.cli, "_progress", lambda: True)
+    shown = runner.invoke(app, ["evaluate", str(tmp_path / "ckpt"), "--episodes", "8", "--no-baselines"])
+    assert shown.exit_code == 0, shown.output
+    assert "evaluate 8 episodes" in shown.stderr and "1/1" in shown.stderr
+    assert shown.stdout == piped.stdout  # the table itself is the same
