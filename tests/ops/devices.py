@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import torch
 
+from mtl_deploy.runs.device import to_device
+
 
 def on(backend: str, obj):
     """obj with every tensor in it (dicts, lists, tuples) on the backend's device."""
-    if backend != "cuda":
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.to("cuda")
-    if isinstance(obj, dict):
-        return {k: on(backend, v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(on(backend, v) for v in obj)
-    return obj
+    return to_device(obj, torch.device("cuda")) if backend == "cuda" else obj
 
 
 def cpu(tensors):

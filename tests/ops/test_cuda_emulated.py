@@ -32,7 +32,7 @@ def emulated(tmp_path_factory):
     assert SHARED in source and len(LAUNCH.findall(source)) == 2  # the rewrite below must see them
     source = LAUNCH.sub(r"emulate_launch(\1, \2)(", source.replace(SHARED, "static unsigned char shared_bytes[16];"))
     work = tmp_path_factory.mktemp("cuda_emulation")
-    (work / "inner_loop_emulated.cpp").write_text(source.replace('#include "launch.h"', '#include "launch.h"\n'))
+    (work / "inner_loop_emulated.cpp").write_text(source)
     (work / "launch.h").write_text((sources.CSRC / "cuda" / "launch.h").read_text().replace(
         "#include <cuda_runtime.h>", '#include "shim.h"'))
     for name in ("shim.h", "driver.cpp"):
