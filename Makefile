@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.mtl_deploy-installed
+# Everything the tests exercise: the other runtimes a parity proof runs in, and ExecuTorch.
+EXTRAS := export,dev,hf,openvino,tract,executorch
 SOURCES := pyproject.toml setup.py runtime/pyproject.toml runtime/src/mtl_deploy_runtime/VERSION \
 	$(shell find csrc -type f 2>/dev/null)
 
@@ -18,7 +20,7 @@ $(STAMP): $(SOURCES)
 	$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q --disable-pip-version-check "setuptools>=64" wheel ninja
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ./runtime
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,hf]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: $(STAMP)
@@ -28,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[export,dev,hf,bench]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[$(EXTRAS),bench]"
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/per_task_gradients.py
 	$(PY) benchmarks/distributed_throughput.py

@@ -24,6 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 TrustOption = Annotated[list[str], typer.Option(
     "--trust", help="Top-level package whose model factory a checkpoint may import (repeatable; also MTL_DEPLOY_TRUST).")]
+RuntimesOption = Annotated[Optional[str], typer.Option(
+    help="Comma-separated runtimes to prove parity in (ONNX formats): onnxruntime, reference, openvino (at f32), "
+         "tract (pinned shapes) [default: onnxruntime,reference].")]
 
 
 @contextlib.contextmanager
@@ -143,7 +146,7 @@ def evaluate(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
     out: Annotated[Path, typer.Option("--out", help="Export directory to write.")] = Path("export"),
-    format: Annotated[str, typer.Option("--format", help="onnx; adapter (on-device adaptation graph of a meta-learned model); triton (a model repository at --out); pt2 (torch.export); aoti (AOTInductor package, loads from C++); torchscript (legacy, torch.jit is deprecated).")] = "onnx",
+    format: Annotated[str, typer.Option("--format", help="onnx; adapter (on-device adaptation graph of a meta-learned model); triton (a model repository at --out); pt2 (torch.export); aoti (AOTInductor package, loads from C++); torchscript (legacy, torch.jit is deprecated); executorch (model.pte, or adapter.pte for a meta-learned model).")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 20,
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance of the parity proof [default: 1e-5, adapter 1e-4].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance of the parity proof [default: 1e-4].")] = None,
@@ -152,6 +155,8 @@ def export(
     quantize: Annotated[Optional[str], typer.Option(help="int8: also write model.int8.onnx (ONNX Runtime dynamic quantization).")] = None,
     max_quantization_error: Annotated[float, typer.Option(help="Refuse int8 if an output changes more (see README).")] = 0.05,
     name: Annotated[Optional[str], typer.Option(help="Model name in a Triton repository: letters, digits, _ . - (default: the checkpoint's directory name, or its parent's when that is 'checkpoint').")] = None,
+    runtimes: RuntimesOption = None,
+    max_batch: Annotated[Optional[int], typer.Option(help="executorch: the largest batch (support or query set) the program takes [default: 256].")] = None,
     trust: TrustOption = [],
 ):
     """Export a checkpoint and prove parity against PyTorch; exit 1 (nothing written) on a mismatch.
@@ -163,7 +168,7 @@ def export(
         from mtl_deploy.tables import int8_table, parity_table
         report = export_model(checkpoint, out, format=format, opset=opset, atol=atol, rtol=rtol, sample_inputs=data,
                               routed=routed, quantize=quantize, max_quantization_error=max_quantization_error,
-                              triton_name=name)
+                              triton_name=name, runtimes=runtimes, max_batch=max_batch)
         typer.echo(parity_table(report.parity))
         if "int8" in report.manifest:
             typer.echo(int8_table(report.manifest["int8"]))
@@ -177,17 +182,18 @@ def verify(
     atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance [default: 1e-5, adapter 1e-4; never the manifest's].")] = None,
     rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance [default: 1e-4; never the manifest's].")] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP + " cpu by default, so a re-proof reproduces the export's numbers.")] = "cpu",
+    runtimes: RuntimesOption = None,
     trust: TrustOption = [],
 ):
     """Re-check an export: file hashes, the ONNX checker, and parity re-proved with the library's
     tolerances (vs PyTorch with --checkpoint; a pt2 / aoti / torchscript export needs it).
 
-    Example: mtl-deploy verify runs/export --checkpoint runs/ckpt --device cuda
+    Example: mtl-deploy verify runs/export --runtimes onnxruntime,reference,openvino,tract
     """
     with user_errors(trust=trust):
         from mtl_deploy.exporters import verify_export
         from mtl_deploy.tables import parity_table
-        typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol, device=device)))
+        typer.echo(parity_table(verify_export(export_dir, checkpoint, atol, rtol, device=device, runtimes=runtimes)))
         typer.echo("verified")
 
 

@@ -25,9 +25,12 @@ def parity_table(report) -> str:
     """A ParityReport as printed by export and verify."""
     rows = [[name, o.max_abs_error, o.max_rel_error, "pass" if o.passed else "FAIL"]
             for name, o in report.outputs.items()]
-    head = (f"parity vs PyTorch in {', '.join(report.runtimes)}; batches {report.batch_sizes}; "
+    head = (f"parity vs {report.against} in {', '.join(report.runtimes)}; batches {report.batch_sizes}; "
             f"{' + '.join(report.inputs)} inputs; atol {report.atol:g}, rtol {report.rtol:g}")
-    return head + "\n" + table(["output", "max abs err", "max rel err", "result"], rows)
+    by_runtime = report.runtime_max_abs_error
+    tail = ("\nmax abs err by runtime: " + ", ".join(f"{name} {error:.3g}" for name, error in by_runtime.items())
+            if len(by_runtime) > 1 else "")
+    return head + "\n" + table(["output", "max abs err", "max rel err", "result"], rows) + tail
 
 
 def latency_table(rows: list[dict]) -> str:

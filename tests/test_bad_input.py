@@ -203,6 +203,10 @@ EVALUATE_AND_ANALYZE_ROWS = [
 
 EXPORT_ROWS = [
     cli("export-out-user-dir", 2, "{user}", "export", "{ckpt}", "--out", "{user}"),
+    cli("export-runtime-unknown", 2, "unknown runtime", "export", "{ckpt}", "--out", "{root}/fresh-export", "--runtimes", "ort"),
+    cli("export-runtimes-on-pt2", 2, "--runtimes applies", "export", "{ckpt}", "--out", "{root}/fresh-export", "--format", "pt2",
+        "--runtimes", "onnxruntime"),
+    cli("export-max-batch-on-onnx", 2, "--max-batch applies", "export", "{ckpt}", "--out", "{root}/fresh-export", "--max-batch", "8"),
     cli("export-out-is-the-input", 2, "{ckpt}", "export", "{ckpt}", "--out", "{ckpt}"),
     cli("export-out-inside-the-input", 2, "{ckpt}", "export", "{ckpt}", "--out", "{ckpt}/export"),
     cli("export-out-parent-of-the-input", 2, "{arts}", "export", "{ckpt}", "--out", "{arts}"),
@@ -267,6 +271,10 @@ VERIFY_INSPECT_ROWS = [
     cli("verify-missing", 2, "not an export|does not exist", "verify", "{missing}"),
     cli("verify-user-dir", 2, "export", "verify", "{user}"),
     cli("verify-device-unknown", 2, "nonsense", "verify", "{onnx}", "--device", "nonsense"),
+    cli("verify-runtime-unknown", 2, "unknown runtime 'nonsense'", "verify", "{onnx}", "--runtimes", "onnxruntime,nonsense"),
+    cli("verify-only-the-reference", 2, "other runtime", "verify", "{onnx}", "--runtimes", "reference"),
+    cli("verify-runtimes-on-pt2", 2, "--runtimes apply to ONNX", "verify", "{pt2}", "--checkpoint", "{ckpt}",
+        "--runtimes", "onnxruntime"),
     cli("inspect-missing", 2, "does not exist", "inspect", "{missing}"),
     cli("inspect-corrupt-manifest", 1, "corrupt", "inspect", "{corrupt_manifest}"),
     cli("inspect-manifest-missing-fields", 1, "manifest", "inspect", "{hollow_manifest}"),

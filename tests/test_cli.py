@@ -118,8 +118,8 @@ def test_unwritable_output_directory(checkpoint_dir, tmp_path):
 def test_parity_mismatch_fails_the_export(checkpoint_dir, tmp_path, monkeypatch):
     real_runners = onnx_export.graph_runners
 
-    def drifting_runners(path, proto):
-        runners = real_runners(path, proto)
+    def drifting_runners(path, proto, **options):
+        runners = real_runners(path, proto, **options)
         run = runners["onnx.reference"]
         runners["onnx.reference"] = lambda feeds: {k: v * 1.01 + 1e-3 for k, v in run(feeds).items()}
         return runners

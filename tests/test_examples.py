@@ -1,6 +1,7 @@
 """The examples run as a user runs them, and an export serves with onnxruntime and numpy
 alone (torch made unimportable)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ def run(*args):
     ("few_shot_adaptation.py", [50], "export parity passed: True"),
     ("own_model.py", [], "proved on random, sequence 17, random, sequence 5 at batches [1, 3, 16]"),
     ("pretrained_backbone_fewshot.py", [], "finetune   5-way 2-shot accuracy 1.00; adapter parity True"),
+    pytest.param("edge_runtimes.py", [], "proved at batches [1, 37, 64]", marks=pytest.mark.skipif(
+        any(importlib.util.find_spec(p) is None for p in ("openvino", "tract", "executorch")),
+        reason="needs mtl-deploy[openvino,tract,executorch]")),
 ])
 def test_example_runs(script, args, expected, tmp_path):
     assert expected in run(EXAMPLES / script, tmp_path, *args)

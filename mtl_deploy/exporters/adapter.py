@@ -15,6 +15,7 @@ the graph."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -26,9 +27,9 @@ from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.adapter_graph import METRIC, AdaptHalf, AdapterGraph, PredictHalf
 from mtl_deploy.exporters.onnx_graph import trace_onnx
 from mtl_deploy.exporters.report import ExportReport
-from mtl_deploy.exporters.source import export_source, weights_hash
-from mtl_deploy.exporters.verify import (OutputParity, ParityError, ParityReport, check_graph,
-                                      graph_runners, random_inputs, record_error)
+from mtl_deploy.exporters.source import ExportSource, export_source, weights_hash
+from mtl_deploy.exporters.runtimes import DEFAULT_RUNTIMES, graph_runners, runtime_versions
+from mtl_deploy.exporters.verify import ParityError, ParityReport, check_graph, random_inputs
 from mtl_deploy.data.tasks import TaskSpec
 from mtl_deploy.meta.adapt import adapt, fewshot_model
 from mtl_deploy.models.fewshot import FewShotModel
@@ -69,11 +70,65 @@ def _cases(model) -> list[tuple[int, int, int]]:
     return [(ways, 1, 1), (ways, 5, 15), (ways, 3, 8)]
 
 
-def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = None, lr: float | None = None,
-                   opset: int = 20, atol: float = ADAPTER_ATOL, rtol: float = 1e-4,
-                   sample_inputs: torch.Tensor | str | Path | None = None) -> ExportReport:
-    """Write `adapter.onnx` + `manifest.json` to `out_dir` once parity is proved."""
-    source = export_source(model_or_path, sample_inputs)
+@dataclass
+class AdapterPlan:
+    """What every format of the adaptation graph is made from: the graph module, an example
+    episode to trace it on, and the manifest fields its formats share."""
+
+    source: ExportSource
+    model: FewShotModel
+    graph: AdapterGraph
+    steps: int
+    lr: float
+    head_lr: float | None
+    real: torch.Tensor | None  # the checkpoint's input rows, for the proof's episodes
+
+    @property
+    def metric(self) -> bool:
+        return self.model.adaptation["algorithm"] in METRIC
+
+    @property
+    def example(self) -> tuple[torch.Tensor, ...]:
+        """support_x, labels, support_y, query_x of a small episode to trace on."""
+        return _episode(self.model, max(2, self.model.task.out_dim if not self.metric else 3), 2, 3, seed=0)
+
+    def dims(self, max_rows: int | None = None) -> dict[str, torch.export.Dim]:
+        """The graph's dynamic axes: support and query rows, and ways for a metric head
+        (each at most `max_rows` when given)."""
+        bound = {} if max_rows is None else {"max": max_rows}
+        return {name: torch.export.Dim(name, **bound) for name in ("support", "query", *(("ways",) if self.metric else ()))}
+
+    def input_shapes(self, dims: dict) -> tuple[dict, ...]:
+        """Per graph input (support_x, support_y, query_x), its dynamic axes."""
+        support_y = {0: dims["support"], 1: dims["ways"]} if self.metric else {0: dims["support"]}
+        return {0: dims["support"]}, support_y, {0: dims["query"]}
+
+    def prove(self, runners: dict, atol: float, rtol: float) -> ParityReport:
+        return prove_adapter(runners, self.model, self.steps, self.lr if self.head_lr is None else None, self.real,
+                             atol, rtol)
+
+    def manifest(self, path: Path, report: ParityReport) -> dict:
+        """The manifest of an adaptation graph at `path`, proved by `report`."""
+        model, metric = self.model, self.metric
+        regression = model.task.kind == "regression"
+        return {
+            "format": "mtl_deploy.adapter", "library_version": __version__, "artifact": path.name,
+            "algorithm": model.adaptation["algorithm"], "steps": self.steps, "lr": self.lr, "head_lr": self.head_lr,
+            "inputs": [{"name": "support_x", "shape": ["support", *model.input_shape], "dtype": "float32"},
+                       {"name": "support_y", "dtype": "float32",
+                        "shape": ["support", "ways" if metric else model.task.out_dim],
+                        "encoding": "values" if regression else "one-hot"},
+                       {"name": "query_x", "shape": ["query", *model.input_shape], "dtype": "float32"}],
+            "outputs": [{"name": OUTPUT, "shape": ["query", "ways" if metric else model.task.out_dim],
+                         "dtype": "float32", "values": "values" if regression else "logits"}],
+            "task": model.task.to_dict(), "model_sha256": sha256_file(path), "weights_sha256": weights_hash(model),
+            "integrity": INTEGRITY, "torch_version": torch.__version__, "parity": report.to_dict(),
+        }
+
+
+def plan_adapter(source: ExportSource, steps: int | None = None, lr: float | None = None) -> AdapterPlan:
+    """The adaptation graph of a few-shot model: its own steps and rates unless `steps` or
+    `lr` (then every layer's) are given."""
     model = fewshot_model(source.model).eval()
     real = torch.from_numpy(source.input_sets["real"]["x"]) if "real" in source.input_sets else None
     steps = model.adaptation["adapt_steps"] if steps is None else steps
@@ -81,28 +136,33 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
     lr = model.adaptation["inner_lr"] if lr is None else lr
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    graph = AdapterGraph(model, steps, lr, head_lr).eval()
-    metric = model.adaptation["algorithm"] in METRIC
-    dims = {"support": torch.export.Dim("support"), "query": torch.export.Dim("query")}
-    if metric:
-        dims["ways"] = torch.export.Dim("ways")
-    support_y_axes = {0: dims["support"], 1: dims["ways"]} if metric else {0: dims["support"]}
-    example = _episode(model, max(2, model.task.out_dim if not metric else 3), 2, 3, seed=0)
+    return AdapterPlan(source, model, AdapterGraph(model, steps, lr, head_lr).eval(), steps, lr, head_lr, real)
+
+
+def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = None, lr: float | None = None,
+                   opset: int = 20, atol: float = ADAPTER_ATOL, rtol: float = 1e-4,
+                   sample_inputs: torch.Tensor | str | Path | None = None,
+                   runtimes=DEFAULT_RUNTIMES) -> ExportReport:
+    """Write `adapter.onnx`, its halves and `manifest.json` to `out_dir` once parity is
+    proved in `runtimes`."""
+    plan = plan_adapter(export_source(model_or_path, sample_inputs), steps, lr)
+    graph, dims, example = plan.graph, plan.dims(), plan.example
+    support_shapes = plan.input_shapes(dims)
     with torch.no_grad():
         state = graph.adapt(example[0], example[2])
     names, axes = graph.state_names(), graph.state_axes()
     state_axes = tuple({axis: dims[name] for axis, name in varying.items()} for varying in axes)
     protos = {
         "adapter": trace_onnx(graph, (example[0], example[2], example[3]), list(INPUTS), [OUTPUT], opset,
-                              dynamic_shapes=({0: dims["support"]}, support_y_axes, {0: dims["query"]})),
+                              dynamic_shapes=support_shapes),
         "adapt": trace_onnx(AdaptHalf(graph), (example[0], example[2]), list(INPUTS[:2]), names, opset,
-                            dynamic_shapes=({0: dims["support"]}, support_y_axes)),
+                            dynamic_shapes=support_shapes[:2]),
         "predict": trace_onnx(PredictHalf(graph), (example[3], *state), [INPUTS[2], *names], [OUTPUT], opset,
-                              dynamic_shapes=({0: dims["query"]}, state_axes)),
+                              dynamic_shapes=(support_shapes[2], state_axes)),
     }
     for proto in protos.values():
         proto.producer_name, proto.producer_version = "mtl_deploy", __version__
-    with atomic_directory(out_dir, "export", source.paths) as staging:
+    with atomic_directory(out_dir, "export", plan.source.paths) as staging:
         files = {"adapter": "adapter.onnx", **HALVES}
         for half, proto in protos.items():
             onnx.save_model(proto, staging / files[half], save_as_external_data=False)
@@ -111,31 +171,17 @@ def export_adapter(model_or_path, out_dir: str | Path, *, steps: int | None = No
                   for name, value, ax in zip(names, state, axes)]
         halves = {**HALVES, "arrays": arrays, **{f"{half}_sha256": sha256_file(staging / file)
                                                  for half, file in HALVES.items()}}
-        report = prove_adapter(adapter_runners(staging, path.name, halves), model, steps,
-                               lr if head_lr is None else None, real, atol, rtol)
+        report = plan.prove(adapter_runners(staging, path.name, halves, runtimes=runtimes), atol, rtol)
         if not report.passed:
             raise ParityError(report.failure_message() + "; no export was written")
-        manifest = {
-            "format": "mtl_deploy.adapter", "library_version": __version__, "artifact": path.name, "opset": opset,
-            "algorithm": model.adaptation["algorithm"], "steps": steps, "lr": lr, "head_lr": head_lr,
-            "inputs": [{"name": "support_x", "shape": ["support", *model.input_shape], "dtype": "float32"},
-                       {"name": "support_y", "dtype": "float32",
-                        "shape": ["support", "ways" if metric else model.task.out_dim],
-                        "encoding": "values" if model.task.kind == "regression" else "one-hot"},
-                       {"name": "query_x", "shape": ["query", *model.input_shape], "dtype": "float32"}],
-            "outputs": [{"name": OUTPUT, "shape": ["query", "ways" if metric else model.task.out_dim],
-                         "dtype": "float32", "values": "values" if model.task.kind == "regression" else "logits"}],
-            "state": halves,
-            "task": model.task.to_dict(), "model_sha256": sha256_file(path), "weights_sha256": weights_hash(model),
-            "integrity": INTEGRITY,
-            "torch_version": torch.__version__, "onnx_version": onnx.__version__,
-            "onnxruntime_version": onnxruntime.__version__, "parity": report.to_dict(),
-        }
+        manifest = {**plan.manifest(path, report), "opset": opset, "state": halves, "onnx_version": onnx.__version__,
+                    "onnxruntime_version": onnxruntime.__version__, "runtime_versions": runtime_versions(runtimes)}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return ExportReport(Path(out_dir), manifest, report)
 
 
-def adapter_runners(directory: Path, artifact: str, halves: dict | None, device: str = "cpu") -> dict:
+def adapter_runners(directory: Path, artifact: str, halves: dict | None, device: str = "cpu",
+                    runtimes=DEFAULT_RUNTIMES) -> dict:
     """Runtime name -> function(episode feeds) -> {query_pred: the one graph's, FROM_STATE:
     adapt.onnx's state fed to predict.onnx}, each graph checked first (`halves`: the
     manifest's "state"; None for an export made before the halves, which has the one graph)."""
@@ -149,7 +195,7 @@ def adapter_runners(directory: Path, artifact: str, halves: dict | None, device:
         io = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
         if io != expected[half]:
             raise MtlDeployError(f"{file} has inputs/outputs {io}, the manifest says {expected[half]}; export again")
-        runners[half] = graph_runners(directory / file, proto, device)
+        runners[half] = graph_runners(directory / file, proto, device, runtimes)
 
     def runner(runtime: str):
         def run(feeds: dict) -> dict:
@@ -176,8 +222,7 @@ def prove_adapter(runners: dict, model: FewShotModel, steps: int, lr: float, rea
         feeds = {"support_x": support_x.numpy(), "support_y": support_y.numpy(), "query_x": query_x.numpy()}
         for runtime, run in runners.items():
             for name, values in run(feeds).items():
-                record_error(report.outputs.setdefault(name, OutputParity()), values, want, atol, rtol,
-                             f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
+                report.record(runtime, name, values, want, f"{runtime}, {ways}-way {shots}-shot, {queries} queries")
             report.comparisons += 1
         report.batch_sizes.append(queries)
     return report

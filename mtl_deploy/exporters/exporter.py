@@ -15,18 +15,22 @@ from torch import nn
 
 from mtl_deploy.errors import InputError
 from mtl_deploy.exporters.adapter import ADAPTER_ATOL, export_adapter
+from mtl_deploy.exporters.executorch_export import bounded_batches, export_executorch, export_executorch_adapter
 from mtl_deploy.exporters.onnx_export import export_onnx
 from mtl_deploy.exporters.quantize import add_int8
 from mtl_deploy.exporters.report import ExportReport
+from mtl_deploy.exporters.runtimes import DEFAULT_RUNTIMES, parse_runtimes
 from mtl_deploy.exporters.source import export_source
 from mtl_deploy.exporters.torch_export import ARTIFACTS, export_torch
 from mtl_deploy.atomic import check_output
 from mtl_deploy.trust import trusting
 from mtl_deploy.exporters.triton import export_triton, triton_model_name
+from mtl_deploy.models.fewshot import FewShotModel
 from mtl_deploy.models.foreign import ForeignModel
 from mtl_deploy.exporters.verify import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, proof_batch_sizes, proof_tolerances
 
-FORMATS = ("onnx", "adapter", "triton", *ARTIFACTS)
+ONNX_FORMATS = ("onnx", "adapter", "triton")
+FORMATS = (*ONNX_FORMATS, *ARTIFACTS, "executorch")
 DEFAULT_OPSET = 20
 
 
@@ -35,11 +39,14 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
            sample_inputs: torch.Tensor | str | Path | None = None, routed: bool = False,
            quantize: str | None = None, max_quantization_error: float = 0.05,
            triton_name: str | None = None, trust: Iterable[str] = (), example_inputs=None,
-           output_names: list[str] | None = None) -> ExportReport:
+           output_names: list[str] | None = None, runtimes: str | Iterable[str] | None = None,
+           max_batch: int | None = None) -> ExportReport:
     """Export a model (or the checkpoint at a path) to `out_dir`, verified before it lands.
 
     format: `onnx` (default), `adapter` (the on-device adaptation graph of a meta-learned
-    model), `pt2` (torch.export), `aoti` (AOTInductor package), `torchscript`.
+    model), `pt2` (torch.export), `aoti` (AOTInductor package), `torchscript`,
+    `executorch` (`model.pte`, or `adapter.pte` for a few-shot model; batches of at most
+    `max_batch` rows, default 256 or the largest proof batch).
     `triton`: a Triton model repository at `out_dir` holding model `triton_name` (default:
     the checkpoint directory's name), its ONNX export verified as for `onnx`.
     `routed=True` (onnx, triton): inputs `x` and `task_id` (int64 per row), one output `prediction`
@@ -50,7 +57,10 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
     `sample_inputs`: real input rows (a tensor, or an .npz/.csv file) for the parity proof;
     by default the rows stored in the checkpoint. Raises `ParityError` when any output
     differs from PyTorch beyond |a - e| <= atol + rtol * |e| in any runtime, input set or
-    batch size. `trust`: packages whose trunk factory a checkpoint may import (see `load`).
+    batch size. `runtimes` (onnx, triton, adapter): where the proof runs, any of onnxruntime,
+    reference, openvino, tract (default onnxruntime and reference; see `exporters.runtimes`);
+    the manifest records each one's version. `trust`: packages whose trunk factory a
+    checkpoint may import (see `load`).
 
     Any other `nn.Module` exports as it is with `example_inputs` (a tensor, tuple or dict of
     tensors) when its forward returns a tensor, a tuple or a dict of tensors; `output_names`
@@ -68,11 +78,11 @@ def export(model_or_path, out_dir: str | Path, *, format: str = "onnx", opset: i
                          "this model knows its own")
     with trusting(trust):
         return _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, sample_inputs, routed,
-                       quantize, max_quantization_error, triton_name)
+                       quantize, max_quantization_error, triton_name, runtimes, max_batch)
 
 
 def _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, sample_inputs, routed, quantize,
-            max_quantization_error, triton_name) -> ExportReport:
+            max_quantization_error, triton_name, runtimes, max_batch) -> ExportReport:
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r}; this version exports: {', '.join(FORMATS)}")
     if routed and format not in ("onnx", "triton"):
@@ -81,7 +91,16 @@ def _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, samp
         raise InputError("--quantize applies to --format onnx only")
     if quantize not in (None, "int8"):
         raise InputError(f"unknown quantization {quantize!r}; use int8")
+    if max_batch is not None and format != "executorch":
+        raise InputError("--max-batch applies to --format executorch only (other formats take any batch)")
+    if runtimes is not None and format not in ONNX_FORMATS:
+        raise InputError(f"--runtimes applies to the ONNX formats ({', '.join(ONNX_FORMATS)}); a {format} export is "
+                         "proved in PyTorch's own runtime")
+    runtimes = parse_runtimes(DEFAULT_RUNTIMES if runtimes is None else runtimes)
+    adapter_atol = proof_tolerances(atol, rtol, ADAPTER_ATOL)[0]
     atol, rtol = proof_tolerances(atol, rtol, ADAPTER_ATOL if format == "adapter" else DEFAULT_ATOL)
+    if batch_sizes is DEFAULT_BATCH_SIZES and isinstance(max_batch, int) and max_batch >= 2:
+        batch_sizes = bounded_batches(batch_sizes, max_batch)  # a smaller program is proved up to its bound
     batch_sizes = proof_batch_sizes(batch_sizes)
     if not (isinstance(max_quantization_error, (int, float)) and 0 <= max_quantization_error < float("inf")):
         raise InputError(f"max_quantization_error must be a finite number >= 0, got {max_quantization_error!r}")
@@ -95,15 +114,21 @@ def _export(model_or_path, out_dir, format, opset, atol, rtol, batch_sizes, samp
     else:
         check_output(out_dir, "export", inputs)
     if format == "adapter":
-        return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol, sample_inputs=sample_inputs)
+        return export_adapter(model_or_path, out_dir, opset=opset, atol=atol, rtol=rtol, sample_inputs=sample_inputs,
+                              runtimes=runtimes)
     source = export_source(model_or_path, sample_inputs)
+    if format == "executorch":
+        if isinstance(source.model, FewShotModel):
+            return export_executorch_adapter(source, out_dir, atol=adapter_atol, rtol=rtol,
+                                             max_batch=max_batch)
+        return export_executorch(source, out_dir, atol=atol, rtol=rtol, batch_sizes=batch_sizes, max_batch=max_batch)
     if format == "onnx":
-        rows = source.input_sets.get("real") or next(iter(source.input_sets.values()))
         finish = None if quantize is None else (
-            lambda staging, manifest: manifest.update(int8=add_int8(staging, manifest, rows, max_quantization_error)))
+            lambda staging, manifest: manifest.update(int8=add_int8(staging, manifest, source.input_sets,
+                                                                    max_quantization_error, runtimes, atol, rtol)))
         return export_onnx(source, out_dir, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes, routed=routed,
-                           finish=finish)
+                           finish=finish, runtimes=runtimes)
     if format == "triton":
         return export_triton(source, out_dir, triton_name, opset=opset, atol=atol, rtol=rtol, batch_sizes=batch_sizes,
-                             routed=routed)
+                             routed=routed, runtimes=runtimes)
     return export_torch(source, out_dir, format, atol=atol, rtol=rtol, batch_sizes=batch_sizes)

@@ -1,6 +1,7 @@
 """The ONNX export of a multi-task model: `model.onnx` (one file, manifest essentials in
 its metadata, every task an output, or routed by `task_id`) plus `manifest.json`, proved
-in ONNX Runtime and the reference evaluator before it is renamed into place."""
+in ONNX Runtime and the reference evaluator (and any other of `runtimes.py`'s runtimes
+asked for) before it is renamed into place."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from mtl_deploy.exporters.graphs import multi_output_graph, routed_graph
 from mtl_deploy.exporters.onnx_graph import trace_onnx
 from mtl_deploy.exporters.report import ExportReport
 from mtl_deploy.exporters.source import ExportSource
-from mtl_deploy.exporters.verify import ParityError, check_graph, graph_runners, prove_parity
+from mtl_deploy.exporters.runtimes import DEFAULT_RUNTIMES, graph_runners, runtime_versions
+from mtl_deploy.exporters.verify import ParityError, check_graph, prove_parity
 from mtl_deploy.version import __version__
 
 MODEL_FILE, MANIFEST = "model.onnx", "manifest.json"
@@ -31,7 +33,7 @@ def _value_info(value: onnx.ValueInfoProto, ranges: dict[str, list[int]] | None 
 
 
 def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: float, rtol: float, batch_sizes,
-                routed: bool = False, finish=None) -> ExportReport:
+                routed: bool = False, finish=None, runtimes=DEFAULT_RUNTIMES) -> ExportReport:
     """`finish(staging_dir, manifest)`, when given, adds to the directory before it lands
     (int8 quantization does); it may raise to cancel the whole export."""
     model, names = source.model, source.task_names
@@ -52,13 +54,13 @@ def export_onnx(source: ExportSource, out_dir: str | Path, *, opset: int, atol: 
     with atomic_directory(out_dir, "export", source.paths) as staging:
         onnx.save_model(proto, staging / MODEL_FILE, save_as_external_data=False)
         check_graph(staging / MODEL_FILE)
-        parity = prove_parity(graph_runners(staging / MODEL_FILE, proto), graph.expected, source.input_sets,
-                              batch_sizes, atol, rtol, graph.make_feeds)
+        runners = graph_runners(staging / MODEL_FILE, proto, runtimes=runtimes)
+        parity = prove_parity(runners, graph.expected, source.input_sets, batch_sizes, atol, rtol, graph.make_feeds)
         if not parity.passed:
             raise ParityError(parity.failure_message() + "; no export was written")
         manifest = {**base, **essentials, "artifact": MODEL_FILE, "model_sha256": sha256_file(staging / MODEL_FILE),
                     "onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__,
-                    "parity": parity.to_dict(), "integrity": INTEGRITY}
+                    "runtime_versions": runtime_versions(runtimes), "parity": parity.to_dict(), "integrity": INTEGRITY}
         if finish is not None:
             finish(staging, manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 import warnings
 
 import onnx
+import onnx.numpy_helper
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,6 +111,21 @@ def _write_report(err: BaseException) -> str:
     return path
 
 
+def _plain_reshapes(proto: onnx.ModelProto) -> None:
+    """Drop `allowzero=1` from every Reshape whose target shape is a constant without a 0:
+    there it changes nothing, and runtimes and converters that lack it (onnx2torch, older
+    mobile builds) then run the graph."""
+    constants = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        if 0 in onnx.numpy_helper.to_array(constants[node.input[1]]).tolist():
+            continue
+        kept = [a for a in node.attribute if not (a.name == "allowzero" and a.i == 1)]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+
+
 def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
                output_names: list[str], opset: int, dynamic_shapes: tuple | None = None) -> onnx.ModelProto:
     """The ONNX graph of `wrapper` (the one place that calls the exporter): the first axis
@@ -133,6 +149,7 @@ def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_name
     # that pin input shapes (tract, OpenVINO) then see two sizes for one axis. Every
     # runtime infers them again, so the graph keeps its inputs' and outputs' shapes only.
     del proto.graph.value_info[:]
+    _plain_reshapes(proto)
     foreign = sorted({node.domain for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
     if foreign:
         raise MtlDeployError(f"the graph uses non-standard operator domains {foreign}; it would not run everywhere")

@@ -2,8 +2,9 @@
 
 Every export goes through `check_graph` (full ONNX checker, standard operators, symbolic
 batch axis) and `prove_parity`: the graph runs in ONNX Runtime and in
-`onnx.reference.ReferenceEvaluator` on random and real inputs at several batch sizes, and
-each output is compared with the expected values under |a - e| <= atol + rtol * |e|.
+`onnx.reference.ReferenceEvaluator` (and OpenVINO and tract when asked: `runtimes.py`) on
+random and real inputs at several batch sizes, and each output is compared with the
+expected values under |a - e| <= atol + rtol * |e|.
 """
 
 from __future__ import annotations
@@ -15,14 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
 from torch import nn
 
 from mtl_deploy.errors import InputError, MtlDeployError
 from mtl_deploy.exporters.onnx_graph import STANDARD_DOMAINS
 from mtl_deploy.models.inputs import signature_of
-from mtl_deploy.runtime.session import session_for
 
 DEFAULT_BATCH_SIZES = (1, 37, 256)
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4
@@ -76,6 +74,14 @@ class ParityReport:
     outputs: dict[str, OutputParity] = field(default_factory=dict)
 
     comparisons: int = 0  # (runtime, input set, batch) runs compared; a proof of none proves nothing
+    against: str = "PyTorch"  # what the runtimes' outputs were compared with
+    runtime_max_abs_error: dict[str, float] = field(default_factory=dict)  # runtime -> over every output
+
+    def record(self, runtime: str, name: str, actual: np.ndarray, expected: np.ndarray, where: str) -> None:
+        """One output of one run of `runtime` against its expected values."""
+        error = record_error(self.outputs.setdefault(name, OutputParity()), actual, expected, self.atol, self.rtol,
+                             where)
+        self.runtime_max_abs_error[runtime] = max(self.runtime_max_abs_error.get(runtime, 0.0), error)
 
     @property
     def passed(self) -> bool:
@@ -83,6 +89,14 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
+
+    def absorb(self, other: "ParityReport", label: str) -> None:
+        """Add another graph's proof (int8 beside float32): its outputs as "NAME (label)"."""
+        self.outputs.update({f"{name} ({label} vs {other.against})": parity for name, parity in other.outputs.items()})
+        self.comparisons += other.comparisons
+        self.runtimes = sorted({*self.runtimes, *other.runtimes})
+        self.runtime_max_abs_error.update({f"{runtime} ({label} vs {other.against})": error
+                                           for runtime, error in other.runtime_max_abs_error.items()})
 
     def failure_message(self) -> str:
         if not self.comparisons or not self.outputs:
@@ -114,34 +128,6 @@ def check_graph(proto_or_path: onnx.ModelProto | str | Path, unbatched: Collecti
         if not first.dim_param:
             raise MtlDeployError(f"{value.name!r} has a fixed first axis ({first.dim_value}); the batch must be dynamic")
     return proto
-
-
-class GatherElements(OpRun):
-    """ONNX GatherElements as `np.take_along_axis`: the reference evaluator's own falls back
-    to a row loop that is wrong when the gathered axis has more than 32 entries."""
-
-    op_domain = ""
-
-    def _run(self, data, indices, axis=None):
-        axis = 0 if axis is None else int(axis)
-        indices = np.where(indices < 0, indices + data.shape[axis], indices)
-        return (np.take_along_axis(data, indices.astype(np.int64), axis=axis),)
-
-
-def graph_runners(path: str | Path, proto: onnx.ModelProto, device: str = "cpu"
-                  ) -> dict[str, Callable[[dict], Outputs]]:
-    """Runtime name -> function(feeds) -> outputs, for each runtime that checks the graph.
-    ONNX Runtime runs on the CPU unless asked (`session_for`'s devices), so that a proof's
-    numbers are the same on every machine; on another device its name says which provider."""
-    session = session_for(path, device, threads=0)
-    provider = session.get_providers()[0]
-    reference = ReferenceEvaluator(proto, new_ops=[GatherElements])
-    names = [o.name for o in proto.graph.output]
-    return {
-        "onnxruntime" if provider == "CPUExecutionProvider" else f"onnxruntime ({provider})":
-            lambda feeds: dict(zip(names, session.run(names, feeds))),
-        "onnx.reference": lambda feeds: dict(zip(names, reference.run(names, feeds))),
-    }
 
 
 def random_inputs(model: nn.Module, rows: int, seed: int = 0, sizes: dict[str, int] | None = None
@@ -184,12 +170,14 @@ def _tile_rows(rows: np.ndarray, batch: int) -> np.ndarray:
 def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Callable[[dict], Outputs],
                  input_sets: dict[str, dict[str, np.ndarray]], batch_sizes=DEFAULT_BATCH_SIZES,
                  atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-                 make_feeds: Callable[[dict], dict] = same_feeds) -> ParityReport:
+                 make_feeds: Callable[[dict], dict] = same_feeds, against: str = "PyTorch") -> ParityReport:
     """Run every runner on every input set (input name -> rows) at every batch size and
-    compare with `expected_fn`; `make_feeds` turns a batch of rows into the graph's inputs."""
+    compare with `expected_fn` (`against` names it); `make_feeds` turns a batch of rows
+    into the graph's inputs."""
     if not runners or not input_sets:
         raise InputError("a parity proof needs at least one runtime and one input set")
-    report = ParityReport(atol, rtol, proof_batch_sizes(batch_sizes), sorted(input_sets), sorted(runners))
+    report = ParityReport(atol, rtol, proof_batch_sizes(batch_sizes), sorted(input_sets), sorted(runners),
+                          against=against)
     for kind, rows in input_sets.items():
         for batch in batch_sizes:
             feeds = make_feeds({name: _tile_rows(values, batch) for name, values in rows.items()})
@@ -197,24 +185,25 @@ def prove_parity(runners: dict[str, Callable[[dict], Outputs]], expected_fn: Cal
             for runtime, run in runners.items():
                 actual = run(feeds)
                 for name, want in expected.items():
-                    record_error(report.outputs.setdefault(name, OutputParity()), actual[name], want,
-                                 atol, rtol, f"{runtime}, {kind} inputs, batch {batch}")
+                    report.record(runtime, name, actual[name], want, f"{runtime}, {kind} inputs, batch {batch}")
                 report.comparisons += 1
     return report
 
 
-def record_error(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float, where: str):
+def record_error(parity: OutputParity, actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float,
+                 where: str) -> float:
+    """Fold one comparison into `parity`; return its max abs error (inf for NaN or a wrong shape)."""
     bad = [f"{'NaN' if np.isnan(values).any() else 'inf'} in {side}" for side, values
            in (("PyTorch's output (the model itself computes it: check its weights and inputs)", expected),
                ("the artifact's output", actual)) if not np.isfinite(values).all()]
     if bad:
         parity.passed, parity.max_abs_error = False, float("inf")
         parity.non_finite, parity.worst_case = bad[0], where
-        return
+        return float("inf")
     if actual.shape != expected.shape:
         parity.passed, parity.max_abs_error = False, float("inf")
         parity.worst_case = f"{where} (shape {actual.shape} vs {expected.shape})"
-        return
+        return float("inf")
     error = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     max_abs = float(error.max(initial=0.0))
     rel = float((error / np.maximum(np.abs(expected), atol if atol > 0 else 1e-12)).max(initial=0.0))
@@ -224,3 +213,4 @@ def record_error(parity: OutputParity, actual: np.ndarray, expected: np.ndarray,
     parity.max_abs_error = max(parity.max_abs_error, max_abs)
     parity.max_rel_error = max(parity.max_rel_error, rel)
     parity.passed = parity.passed and ok
+    return max_abs

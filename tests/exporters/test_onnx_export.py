@@ -65,8 +65,8 @@ def test_parity_failure_writes_nothing_and_keeps_the_old_export(checkpoint_dir, 
     before = (out / "manifest.json").read_text()
     real_runners = onnx_export.graph_runners
 
-    def drifting_runners(path, proto):
-        runners = real_runners(path, proto)
+    def drifting_runners(path, proto, **options):
+        runners = real_runners(path, proto, **options)
         run = runners["onnxruntime"]
         runners["onnxruntime"] = lambda feeds: {k: v + 1e-3 for k, v in run(feeds).items()}
         return runners

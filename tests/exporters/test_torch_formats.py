@@ -39,7 +39,7 @@ def test_artifact_reloads_and_matches(checkpoint_dir, tmp_path, format, artifact
     with pytest.raises(InputError, match="give the checkpoint"):
         verify_export(tmp_path / format)
     assert f"{format} export" in describe(tmp_path / format)
-    with pytest.raises(InputError, match="the runtime serves ONNX exports"):
+    with pytest.raises(InputError, match="this runtime serves ONNX exports"):
         Predictor(tmp_path / format)
 
 

@@ -208,7 +208,7 @@ def test_verify_proves_on_the_cpu_unless_asked(export_dir, checkpoint_dir, gpu_b
 
 def test_verify_of_a_torch_artifact_takes_no_device(checkpoint_dir, tmp_path, gpu_build):
     mtl_deploy.export(checkpoint_dir, tmp_path / "pt2", format="pt2")
-    with pytest.raises(InputError, match="pt2 export.*--device applies to ONNX exports"):
+    with pytest.raises(InputError, match="in the pt2 format.*--device and --runtimes apply to ONNX exports"):
         verify_export(tmp_path / "pt2", checkpoint_dir, device="cuda")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_deploy_runtime.errors import InputError, bounded, numeric_array
-from mtl_deploy_runtime.predictor import artifact_path, finite_outputs, read_export_manifest
+from mtl_deploy_runtime.predictor import artifact_path, finite_outputs, read_export_manifest, require_onnx
 from mtl_deploy_runtime.session import session_for
 from mtl_deploy_runtime.task_file import read_task_file, state_spec, write_task_file
 
@@ -26,6 +26,7 @@ class FewShotAdapter:
         self.manifest = read_export_manifest(export_dir)
         if self.manifest.get("format") != "mtl_deploy.adapter":
             raise InputError(f"{export_dir} is not an adapter export; export with --format adapter")
+        require_onnx(export_dir, self.manifest)
         if "state" not in self.manifest:
             raise InputError(f"{export_dir} was exported before adapter exports kept adapt.onnx and predict.onnx; "
                              "export it again")

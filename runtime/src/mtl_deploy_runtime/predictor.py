@@ -54,6 +54,15 @@ def read_export_manifest(export_dir: str | Path) -> dict:
     return manifest
 
 
+def require_onnx(export_dir: str | Path, manifest: dict) -> None:
+    """This runtime runs ONNX graphs; a PyTorch or ExecuTorch program is one line saying where it runs."""
+    kind = manifest.get("artifact_format", "onnx")
+    if kind != "onnx":
+        runs_in = "ExecuTorch's runtime" if kind == "executorch" else "PyTorch"
+        raise InputError(f"{export_dir} holds a {kind} program ({manifest.get('artifact')}), which runs in {runs_in}; "
+                         "this runtime serves ONNX exports (mtl-deploy export CKPT --format onnx, or adapter)")
+
+
 def artifact_path(export_dir: str | Path, manifest: dict, name: str | None = None) -> Path:
     """The model file the manifest names (`name`, else its artifact), which must be a plain
     file inside `export_dir`: a name like `../x`, an absolute path or a link leading out is
@@ -86,14 +95,12 @@ class Predictor:
         export_dir = Path(export_dir)
         self.manifest = read_export_manifest(export_dir)
         self.export_dir = export_dir
+        require_onnx(export_dir, self.manifest)
         if self.manifest.get("format") == "mtl_deploy.adapter":
             from mtl_deploy_runtime.adapter import FewShotAdapter  # it builds on this module's manifest readers
 
             self.adapter = FewShotAdapter(export_dir, threads, device=device)
             return  # nothing to predict before adapting
-        if self.manifest.get("artifact_format", "onnx") != "onnx":
-            raise InputError(f"{export_dir} is a {self.manifest['artifact_format']} export; the runtime serves ONNX "
-                             f"exports (mtl-deploy export CKPT --format onnx), load {self.manifest['artifact']} with torch")
         self.session = session_for(artifact_path(export_dir, self.manifest), device, threads)
         self.inputs = [i for i in self.manifest["inputs"] if i.get("name") != "task_id"]  # routed graphs add task_id
         self.input = self.inputs[0]
