@@ -85,7 +85,7 @@ def test_device_names(cpu_build):
         "cpu", "cuda", "tensorrt", "cuda", "cpu"]
 
 
-@pytest.mark.parametrize("device", ["nonsense", "gpu", "", None, 0])
+@pytest.mark.parametrize("device", ["nonsense", "gpu", "", None, 0, "cpu:1", "cuda:", "cuda:-1", "cuda:x", "auto:0"])
 def test_unknown_device_is_one_clear_error(export_dir, device):
     with pytest.raises(InputError, match=r"unknown device .*; use one of auto, cpu, cuda, tensorrt") as err:
         Predictor(export_dir, device=device)
@@ -124,7 +124,24 @@ def test_auto_picks_cuda_over_tensorrt(export_dir, gpu_build):
 
 def test_cuda_computes_in_full_float32(export_dir, gpu_build):
     Predictor(export_dir, device="cuda")
-    assert gpu_build.sessions[0].providers[0] == (CUDA, {"use_tf32": "0"})
+    assert gpu_build.sessions[0].providers[0] == (CUDA, {"device_id": "0", "use_tf32": "0"})
+
+
+def test_a_gpu_index_reaches_every_gpu_provider(export_dir, gpu_build):
+    assert [resolve_device(d) for d in ("cuda:0", "CUDA:2", "tensorrt:1", " cuda:01 ")] == [
+        "cuda", "cuda:2", "tensorrt:1", "cuda:1"]
+    Predictor(export_dir, device="cuda:2")
+    Predictor(export_dir, device="tensorrt:1")
+    cuda, tensorrt = gpu_build.sessions
+    assert cuda.providers == [(CUDA, {"device_id": "2", "use_tf32": "0"}), CPU]
+    assert tensorrt.providers == [(TENSORRT, {"device_id": "1"}), (CUDA, {"device_id": "1", "use_tf32": "0"}), CPU]
+
+
+def test_a_gpu_index_that_does_not_start_names_it(export_dir, gpu_build):
+    gpu_build.started = [CPU]
+    with pytest.raises(ProviderError, match="device 'cuda:3': CUDAExecutionProvider is installed but did not start.*"
+                                            "and a GPU 3"):
+        Predictor(export_dir, device="cuda:3")
 
 
 def test_tensorrt_falls_back_to_cuda_then_cpu_for_missing_operators(export_dir, gpu_build):

@@ -16,7 +16,8 @@ from mtl_deploy_runtime.errors import COMMAND_ERRORS, command_error
 from mtl_deploy_runtime.files import predict_file, table_text
 from mtl_deploy_runtime.version import __version__
 
-DEVICE_HELP = ("ONNX Runtime device: auto (CUDA when the installed ONNX Runtime has it, else cpu), cpu, cuda or tensorrt; "
+DEVICE_HELP = ("ONNX Runtime device: auto (CUDA when the installed ONNX Runtime has it, else cpu), cpu, cuda, tensorrt, "
+               "or cuda:N / tensorrt:N for GPU N; "
                "a device whose provider is missing is an error, never a CPU fallback.")
 PREDICT = "Predict with an export in ONNX Runtime (no PyTorch needed)."
 PREDICT_HELP = {

@@ -39,16 +39,25 @@ class ProviderError(MtlDeployError):
 
 
 def resolve_device(device: str) -> str:
-    """`device` as one of cpu, cuda, tensorrt. "auto" is CUDA when the installed ONNX Runtime
-    has it, else the CPU; never TensorRT, which every onnxruntime-gpu wheel lists whether or
-    not TensorRT itself is installed, and which builds an engine per model and input shape
-    (seconds to minutes) before its first answer: ask for it by name."""
-    name = device.lower() if isinstance(device, str) else None
-    if name not in DEVICES:
-        raise InputError(f"unknown device {str(device)[:40]!r}; use one of {', '.join(DEVICES)}")
-    if name == "auto":
+    """`device` as one of cpu, cuda, tensorrt, or cuda:N / tensorrt:N for GPU N (ONNX
+    Runtime's device_id; plain cuda is GPU 0). "auto" is CUDA when the installed ONNX
+    Runtime has it, else the CPU; never TensorRT, which every onnxruntime-gpu wheel lists
+    whether or not TensorRT itself is installed, and which builds an engine per model and
+    input shape (seconds to minutes) before its first answer: ask for it by name."""
+    name = device.strip().lower() if isinstance(device, str) else ""
+    kind, colon, index = name.partition(":")
+    if kind not in DEVICES or (colon and (kind not in STARTS_WITH or not index.isdigit() or len(index) > 4)):
+        raise InputError(f"unknown device {str(device)[:40]!r}; use one of {', '.join(DEVICES)}, or cuda:N / "
+                         "tensorrt:N for GPU N")
+    if kind == "auto":
         return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
-    return name
+    return f"{kind}:{int(index)}" if colon and int(index) else kind
+
+
+def device_kind(device: str) -> tuple[str, int]:
+    """A resolved device as (cpu | cuda | tensorrt, GPU index)."""
+    kind, _, index = device.partition(":")
+    return kind, int(index or 0)
 
 
 def session_for(path: str | Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
@@ -56,7 +65,8 @@ def session_for(path: str | Path, device: str = "cpu", threads: int | None = Non
     device's provider checked active (else `ProviderError`). Small graphs gain nothing from
     many CPU threads, so the default is the core count capped at 4 (0: ONNX Runtime's choice)."""
     device = resolve_device(device)
-    wanted, available = PROVIDERS[device][0], ort.get_available_providers()
+    kind, index = device_kind(device)
+    wanted, available = PROVIDERS[kind][0], ort.get_available_providers()
     if wanted not in available:
         raise ProviderError(f"device {device!r} needs {wanted}, which this ONNX Runtime {ort.__version__} lacks "
                             f"(it has {', '.join(available)}); install the GPU build: {GPU_INSTALL}")
@@ -65,7 +75,7 @@ def session_for(path: str | Path, device: str = "cpu", threads: int | None = Non
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     notes = _load_cuda_libraries() if device != "cpu" else ""
-    providers = [_configured(name) for name in PROVIDERS[device] if name in available]
+    providers = [_configured(name, index) for name in PROVIDERS[kind] if name in available]
     try:  # enable_fallback=0: ONNX Runtime would otherwise retry on the CPU, printing to stdout
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as err:  # ONNX Runtime raises its own types for a corrupt or foreign file, or a failed provider
@@ -73,22 +83,27 @@ def session_for(path: str | Path, device: str = "cpu", threads: int | None = Non
         if device == "cpu":
             raise MtlDeployError(f"ONNX Runtime cannot load {path} ({first}); export again") from None
         raise ProviderError(f"ONNX Runtime cannot run {path} with {wanted} ({first}); device {device!r} needs "
-                            f"{STARTS_WITH[device]}") from None
+                            f"{STARTS_WITH[kind]}" + (f" and a GPU {index}" if index else "")) from None
     if wanted not in session.get_providers():
         cause = _first_line(notes)
         raise ProviderError(f"device {device!r}: {wanted} is installed but did not start"
-                            + (f" ({cause})" if cause else "") + f"; it needs {STARTS_WITH[device]}, "
+                            + (f" ({cause})" if cause else "") + f"; it needs {STARTS_WITH[kind]}"
+                            + (f" and a GPU {index}" if index else "") + ", "
                             "or serve with device 'cpu'")
     return session
 
 
-def _configured(provider: str):
-    """A provider with the options the library relies on. CUDA computes float32 matrix
-    products in full float32, not TF32 (ONNX Runtime's default on Ampere and newer, about
-    1e-3 off), so a GPU serves the numbers the export proved; the option exists from 1.18."""
+def _configured(provider: str, index: int = 0):
+    """A provider with the options the library relies on: the GPU it runs on (`device_id`),
+    and CUDA computing float32 matrix products in full float32, not TF32 (ONNX Runtime's
+    default on Ampere and newer, about 1e-3 off), so a GPU serves the numbers the export
+    proved; that option exists from 1.18."""
+    if provider == "CPUExecutionProvider":
+        return provider
+    options = {"device_id": str(index)}
     if provider == "CUDAExecutionProvider" and tuple(int(p) for p in ort.__version__.split(".")[:2]) >= (1, 18):
-        return provider, {"use_tf32": "0"}
-    return provider
+        options["use_tf32"] = "0"
+    return provider, options
 
 
 def _load_cuda_libraries() -> str:
