@@ -5,18 +5,23 @@ from scratch on the same runs (paired margins), and the published figures (quote
 measured). With
 --ablations, each learner option is switched off (or on) in its preset and the change in
 meta-validation accuracy (held-out background alphabets, 200 episodes of 20-way one-shot,
-the same for every variant) and in 20-run error is printed. Prints markdown; the README
-quotes its output. Wall times are of meta-training alone, with the machine's load average.
+the same for every variant) and in 20-run error is printed. With --adapters, each preset's
+adapter export also runs the 20 runs in ONNX Runtime. Prints markdown; the README quotes
+its output. Wall times are of meta-training alone, with the machine's load average.
 
-Usage: python benchmarks/omniglot_eval.py [--data ../shared/omniglot] [--presets a,b] [--ablations]
+Usage: python benchmarks/omniglot_eval.py [--data ../shared/omniglot] [--presets a,b] [--ablations] [--adapters]
 """
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
+import mtl_deploy
+
 from mtl_deploy.config import resolve_config
+from mtl_deploy.errors import InputError
 from mtl_deploy.meta.evaluate import evaluate_fewshot, paired_difference
 from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
 from mtl_deploy.meta.train import meta_train
@@ -32,9 +37,9 @@ QUOTED = [("people (Lake et al., 2015, quoted)", "4.5"), ("Bayesian Program Lear
           ("Lake et al. (2015): MHD, as published (quoted)", "38.8")]
 
 
-def measure(preset: str, data: Path, overrides: dict, baselines: bool = False) -> dict:
+def measure(preset: str, data: Path, overrides: dict, baselines: bool = False, adapter: bool = False) -> dict:
     """Meta-train, then the meta-validation accuracy and the 20 runs (with the MHD and
-    pixel baselines on them when asked)."""
+    pixel baselines on them, and through the adapter export in ONNX Runtime, when asked)."""
     config = resolve_config(preset=preset, overrides={"meta.path": str(data), **overrides})
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -43,8 +48,16 @@ def measure(preset: str, data: Path, overrides: dict, baselines: bool = False) -
     meta = config.meta
     steps = (0,) if meta.algorithm in ("protonet", "matching") else (meta.adapt_steps,)
     val = evaluate_fewshot(fitted.model, fitted.family, meta, 200, steps, baselines=False, split="val")[0]
-    runs = evaluate_omniglot_runs(fitted.model, data / "all_runs.zip", baselines, fitted.family if baselines else None,
-                                  meta)
+    with tempfile.TemporaryDirectory() as scratch:
+        exported = None
+        if adapter:
+            try:
+                mtl_deploy.export(fitted.model, Path(scratch) / "adapter", format="adapter")
+                exported = Path(scratch) / "adapter"
+            except InputError as err:  # MAML adapting a whole ConvNet has no adapter graph
+                print(f"{preset}: no adapter export ({err})", flush=True)
+        runs = evaluate_omniglot_runs(fitted.model, data / "all_runs.zip", baselines,
+                                      fitted.family if baselines else None, meta, adapter=exported)
     print(f"{preset} {overrides or ''}: {seconds:.0f} s, load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
     return {"seconds": seconds, "load": (load, os.getloadavg()[0]), "val": val, "runs": runs,
             "algorithm": meta.algorithm}
@@ -55,9 +68,9 @@ def runs_cell(result: dict, method: str) -> str:
     return f"{mean:.2f} ± {ci:.2f}"
 
 
-def print_tables(presets: list[str], data: Path, ablations: bool) -> None:
-    """Train and measure `presets`, print the runs table (and the ablation table)."""
-    shipped = {preset: measure(preset, data, {}, baselines=True) for preset in presets}
+def print_tables(presets: list[str], data: Path, ablations: bool, adapters: bool = False) -> None:
+    """Train and measure `presets`, print the runs table (and the ablation and adapter tables)."""
+    shipped = {preset: measure(preset, data, {}, baselines=True, adapter=adapters) for preset in presets}
     first = next(iter(shipped.values()))
     print("\n### 20-way one-shot, the 20 runs of Lake et al. (2015): error %, mean ± 95% CI over runs\n")
     print("| method | error % | meta-validation accuracy | meta-training wall time (s), load average |\n"
@@ -80,6 +93,16 @@ def print_tables(presets: list[str], data: Path, ablations: bool) -> None:
         saved = ["{:+.2f} ± {:.2f}".format(*runs.paired(own, b)) for b in ("pretrained", "scratch")]
         print(f"| {preset} | {runs_cell(result, 'pretrained')} | {runs_cell(result, 'scratch')} | {saved[0]} | "
               f"{saved[1]} |", flush=True)
+    if adapters:
+        print("\n### the 20 runs through each preset's adapter export in ONNX Runtime (adapt.onnx, then "
+              "predict.onnx)\n")
+        print("| preset | PyTorch error % | ONNX Runtime adapter error % | largest logit difference |\n|---|---|---|---|")
+        for preset, result in shipped.items():
+            if result["runs"].adapter_max_abs_diff is None:
+                print(f"| {preset} | {runs_cell(result, result['algorithm'])} | no adapter graph | - |")
+                continue
+            print(f"| {preset} | {runs_cell(result, result['algorithm'])} | {runs_cell(result, 'adapter (onnxruntime)')} "
+                  f"| {result['runs'].adapter_max_abs_diff:.2e} |", flush=True)
     if ablations:
         print("\n### each learner option against its preset (meta-validation: 200 episodes of 20-way one-shot "
               "on the held-out background alphabets)\n")
@@ -99,8 +122,9 @@ def main():
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--ablations", action="store_true", help="also each option of these presets against the preset")
+    parser.add_argument("--adapters", action="store_true", help="also the runs through each preset's adapter export")
     args = parser.parse_args()
-    print_tables(args.presets.split(","), args.data, args.ablations)
+    print_tables(args.presets.split(","), args.data, args.ablations, args.adapters)
 
 
 if __name__ == "__main__":

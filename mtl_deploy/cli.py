@@ -118,6 +118,7 @@ def evaluate(
     shots: Annotated[Optional[int], typer.Option(help="Shots per class or task (default: as trained).")] = None,
     baselines: Annotated[bool, typer.Option(help="Also evaluate the pretrained and from-scratch baselines.")] = True,
     omniglot_runs: Annotated[Optional[Path], typer.Option(help="Instead: the 20 one-shot runs of Lake et al. (2015), all_runs.zip or its folder; per-run error, mean ± 95% CI, and the MHD and pixel baselines.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="With --omniglot-runs: also run them through this checkpoint's adapter export in ONNX Runtime.")] = None,
     trust: TrustOption = [],
 ):
     """Few-shot evaluation on meta-test tasks: mean, 95% CI, median and diverged tasks.
@@ -130,8 +131,11 @@ def evaluate(
         if omniglot_runs is not None:
             from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
             from mtl_deploy.tables import omniglot_runs_table
-            typer.echo(omniglot_runs_table(evaluate_omniglot_runs(checkpoint, omniglot_runs, baselines)))
+            typer.echo(omniglot_runs_table(evaluate_omniglot_runs(checkpoint, omniglot_runs, baselines,
+                                                                  adapter=adapter)))
             return
+        if adapter is not None:
+            raise InputError("--adapter applies with --omniglot-runs")
         from mtl_deploy.meta.adapt import evaluate_checkpoint
         from mtl_deploy.tables import evaluation_table
 

@@ -107,4 +107,6 @@ def omniglot_runs_table(result) -> str:
     if learned:  # the model's own column is the first
         pairs = [[f"{b} - {methods[0]}", "{:.2f} ± {:.2f}".format(*result.paired(methods[0], b))] for b in learned]
         text += "\n\npoints of error saved, paired over runs (mean ± 95% CI)\n" + table(["baseline", "saved"], pairs)
+    if result.adapter_max_abs_diff is not None:
+        text += f"\n\nadapter export vs PyTorch: largest logit difference {result.adapter_max_abs_diff:.3g}"
     return text

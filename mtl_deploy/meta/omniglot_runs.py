@@ -23,6 +23,7 @@ from mtl_deploy.data.omniglot import DRAWING_PIXELS, read_image
 from mtl_deploy.errors import InputError
 
 LABELS = "class_labels.txt"
+ADAPTER = "adapter (onnxruntime)"
 
 
 @dataclass
@@ -132,18 +133,33 @@ def _images(pngs: list[bytes], names: list[str], size: int, source: int) -> torc
     return torch.from_numpy(np.stack([read_image(p, size) for p in pngs]))
 
 
-def model_error(model, run: Run, size: int, source: int) -> float:
-    """Percent error of `model` adapted on the run's 20 training drawings (metric learners
-    embed them; gradient-based ones take their adaptation steps)."""
+def _run_images(run: Run, size: int, source: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's 20 training drawings (class i is drawing i) and its 20 test drawings."""
+    train_names = [f"{run.name}/training drawing {i + 1}" for i in range(len(run.training))]
+    return _images(run.training, train_names, size, source), _images(run.test, run.files, size, source)
+
+
+def model_logits(model, run: Run, size: int, source: int) -> np.ndarray:
+    """(20, 20) logits of the test drawings from `model` adapted on the run's 20 training
+    drawings (metric learners embed them; gradient-based ones take their adaptation steps)."""
     from mtl_deploy.meta.adapt import adapt
 
-    train_names = [f"{run.name}/training drawing {i + 1}" for i in range(len(run.training))]
-    x = _images(run.training, train_names, size, source)
-    query = _images(run.test, run.files, size, source)
+    x, query = _run_images(run, size, source)
     adapted = adapt(model, x, torch.arange(len(run.training)))
     with torch.no_grad():
-        guesses = adapted(query)[adapted.task.name].argmax(1)
-    return 100.0 * float((guesses != torch.tensor(run.answers)).float().mean())
+        return adapted(query)[adapted.task.name].numpy()
+
+
+def adapter_logits(adapter, run: Run, size: int, source: int) -> np.ndarray:
+    """The same logits from an adapter export in ONNX Runtime (`FewShotAdapter`): adapted
+    with `adapt.onnx` on the training drawings, predicted with `predict.onnx`."""
+    x, query = _run_images(run, size, source)
+    return adapter.adapt(x.numpy(), np.arange(len(run.training))).predict(query.numpy())
+
+
+def error_of(logits: np.ndarray, run: Run) -> float:
+    """Percent of the run's test drawings whose highest logit is not their class."""
+    return 100.0 * float(np.mean(logits.argmax(1) != np.array(run.answers)))
 
 
 def runs_as_episodes(runs: list[Run], size: int, source: int):
@@ -179,11 +195,13 @@ def learned_baseline_errors(model, runs: list[Run], size: int, source: int, fami
 
 @dataclass
 class RunsResult:
-    """Percent error per run for each method: the model's algorithm, "mhd", "pixels", and
-    with a family to pretrain on, "pretrained" and "scratch"."""
+    """Percent error per run for each method: the model's algorithm, "mhd", "pixels", with
+    a family to pretrain on "pretrained" and "scratch", and with an adapter export
+    "adapter (onnxruntime)" and its largest logit difference from PyTorch."""
 
     runs: list[str]
     errors: dict[str, list[float]]
+    adapter_max_abs_diff: float | None = None
 
     def summary(self, method: str) -> tuple[float, float]:
         """Mean and 95% CI half-width over runs."""
@@ -201,11 +219,13 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, baselines: bool = True, family=None,
-                           meta=None, pretrain_iterations: int = 2000) -> RunsResult:
+                           meta=None, pretrain_iterations: int = 2000, adapter: str | Path | None = None
+                           ) -> RunsResult:
     """The model's error on each of the runs at `path` (all_runs.zip or its folder), with
     the MHD and pixel nearest-neighbour baselines on the same runs; given the family it
     was meta-trained on and its meta config, also the pretrained and from-scratch
-    baselines (`learned_baseline_errors`)."""
+    baselines (`learned_baseline_errors`); given the directory of the model's adapter
+    export, the same runs adapted and predicted in ONNX Runtime."""
     from mtl_deploy.meta.adapt import fewshot_model
 
     transform = {}
@@ -224,10 +244,24 @@ def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, base
                          f"meta-train it with meta.ways {sorted(ways)[0]}")
     size, source = shape[1], transform.get("source_pixels", DRAWING_PIXELS)
     algorithm = model.adaptation["algorithm"]
-    errors = {algorithm: [model_error(model, run, size, source) for run in runs]}
+    logits = [model_logits(model, run, size, source) for run in runs]
+    errors = {algorithm: [error_of(values, run) for values, run in zip(logits, runs)]}
+    difference = None
+    if adapter is not None:
+        from mtl_deploy.runtime import FewShotAdapter
+
+        from mtl_deploy.exporters.source import weights_hash
+
+        exported = FewShotAdapter(adapter, device="cpu")
+        if exported.manifest.get("weights_sha256") != weights_hash(model):
+            raise InputError(f"the adapter export {adapter} was made from other weights than this model; export "
+                             "the model's own adapter (mtl-deploy export CKPT --format adapter)")
+        on_device = [adapter_logits(exported, run, size, source) for run in runs]
+        errors[ADAPTER] = [error_of(values, run) for values, run in zip(on_device, runs)]
+        difference = max(float(np.abs(a - b).max()) for a, b in zip(on_device, logits))
     if baselines:
         errors["mhd"] = [mhd_error(run) for run in runs]
         errors["pixels"] = [pixel_error(run, size) for run in runs]
         if family is not None and meta is not None:
             errors |= learned_baseline_errors(model, runs, size, source, family, meta, pretrain_iterations)
-    return RunsResult([r.name for r in runs], errors)
+    return RunsResult([r.name for r in runs], errors, difference)

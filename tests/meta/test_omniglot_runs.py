@@ -62,6 +62,22 @@ def test_modified_hausdorff_gives_the_authors_error():
     assert abs(sum(errors) / len(errors) - 38.75) <= 0.5  # the authors quote 38.8%
 
 
+def test_the_adapter_export_scores_the_runs_as_pytorch_does(checkpoint, tmp_path):
+    import mtl_deploy
+
+    mtl_deploy.export(checkpoint, tmp_path / "adapter", format="adapter")
+    result = evaluate_omniglot_runs(checkpoint, RUNS, baselines=False, adapter=tmp_path / "adapter")
+    assert result.errors["adapter (onnxruntime)"] == result.errors["protonet"]
+    assert result.adapter_max_abs_diff is not None and result.adapter_max_abs_diff <= 1e-3
+    code, out = invoke("evaluate", checkpoint, "--omniglot-runs", RUNS, "--no-baselines", "--adapter", tmp_path / "adapter")
+    assert code == 0 and "adapter export vs PyTorch: largest logit difference" in out, out
+    other = tmp_path / "other"
+    invoke("train", "--preset", "omniglot-protonet", "--data", OMNIGLOT, "--iterations", "2", "--seed", "5",
+           "--out", other)
+    code, out = invoke("evaluate", other, "--omniglot-runs", RUNS, "--no-baselines", "--adapter", tmp_path / "adapter")
+    assert code == 2 and "made from other weights" in out, out
+
+
 def test_evaluate_omniglot_runs_end_to_end(checkpoint, tmp_path):
     manifest = json.loads((checkpoint / "manifest.json").read_text())
     assert manifest["info"]["input_transform"]["size"] == 28 and manifest["info"]["input_transform"]["ink"] == 1.0
