@@ -25,7 +25,7 @@ import mtl_deploy
 from mtl_deploy.config import resolve_config
 from mtl_deploy.errors import InputError
 from mtl_deploy.meta.evaluate import evaluate_fewshot, paired_difference
-from mtl_deploy.meta.omniglot_runs import evaluate_omniglot_runs
+from mtl_deploy.meta.omniglot_runs import ADAPTER, evaluate_omniglot_runs
 from mtl_deploy.meta.train import meta_train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "omniglot"
@@ -102,11 +102,9 @@ def print_tables(presets: list[str], data: Path, ablations: bool, adapters: bool
               "predict.onnx)\n")
         print("| preset | PyTorch error % | ONNX Runtime adapter error % | largest logit difference |\n|---|---|---|---|")
         for preset, result in shipped.items():
-            if result["runs"].adapter_max_abs_diff is None:
-                print(f"| {preset} | {runs_cell(result, result['algorithm'])} | no adapter graph | - |")
-                continue
-            print(f"| {preset} | {runs_cell(result, result['algorithm'])} | {runs_cell(result, 'adapter (onnxruntime)')} "
-                  f"| {result['runs'].adapter_max_abs_diff:.2e} |", flush=True)
+            difference = result["runs"].adapter_max_abs_diff
+            cells = ("no adapter graph", "-") if difference is None else (runs_cell(result, ADAPTER), f"{difference:.2e}")
+            print(f"| {preset} | {runs_cell(result, result['algorithm'])} | {cells[0]} | {cells[1]} |", flush=True)
     if ablations:
         print("\n### each learner option against its preset (meta-validation: 200 episodes of 20-way one-shot "
               "on the held-out background alphabets)\n")

@@ -96,7 +96,8 @@ class AdapterPlan:
         """The graph's dynamic axes: support and query rows, and ways for a metric head
         (each at most `max_rows` when given)."""
         bound = {} if max_rows is None else {"max": max_rows}
-        return {name: torch.export.Dim(name, **bound) for name in ("support", "query", *(("ways",) if self.metric else ()))}
+        names = ("support", "query", "ways") if self.metric else ("support", "query")
+        return {name: torch.export.Dim(name, **bound) for name in names}
 
     def input_shapes(self, dims: dict) -> tuple[dict, ...]:
         """Per graph input (support_x, support_y, query_x), its dynamic axes."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.errors import InputError, MtlDeployError, first_line
 from mtl_deploy.exporters.adapter import INPUTS, OUTPUT, plan_adapter
 from mtl_deploy.exporters.onnx_graph import TupleOutputs
 from mtl_deploy.exporters.report import ExportReport
@@ -78,8 +78,7 @@ def _lower(module: torch.nn.Module, example: tuple[torch.Tensor, ...], dynamic_s
             program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as err:  # export and lowering raise many types; the user needs the first line
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise MtlDeployError(f"executorch export failed: {lines[0][:300] if lines else type(err).__name__}") from err
+        raise MtlDeployError(f"executorch export failed: {first_line(err, 300)}") from err
     path.write_bytes(lowered.buffer)
 
 
@@ -92,14 +91,14 @@ def load_program(path: Path) -> Callable[..., list[torch.Tensor]]:
             from executorch.runtime import Runtime
             method = Runtime.get().load_program(str(path)).load_method("forward")
     except Exception as err:  # the runtime raises RuntimeError and its own types
-        raise MtlDeployError(f"{path} does not load as an ExecuTorch program ({str(err).strip()[:160]})") from None
+        raise MtlDeployError(f"{path} does not load as an ExecuTorch program ({first_line(err, 160)})") from None
 
     def run(*inputs: torch.Tensor) -> list[torch.Tensor]:
         try:
             return list(method.execute([t.contiguous() for t in inputs]))
         except RuntimeError as err:
             raise MtlDeployError(f"{path.name} refused the inputs (shapes {[tuple(t.shape) for t in inputs]}; its "
-                                 f"largest batch is the manifest's max_batch): {str(err).strip()[:160]}") from None
+                                 f"largest batch is the manifest's max_batch): {first_line(err, 160)}") from None
     return run
 
 

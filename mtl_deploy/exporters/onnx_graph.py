@@ -111,10 +111,14 @@ def _write_report(err: BaseException) -> str:
     return path
 
 
-def _plain_reshapes(proto: onnx.ModelProto) -> None:
-    """Drop `allowzero=1` from every Reshape whose target shape is a constant without a 0:
-    there it changes nothing, and runtimes and converters that lack it (onnx2torch, older
-    mobile builds) then run the graph."""
+def make_portable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """What every runtime reads, in place, for the exporter's graphs and the int8 one.
+    Intermediate shapes (`value_info`) carry the symbolic batch name, so runtimes that pin
+    input shapes (tract, OpenVINO) see two sizes for one axis; every runtime infers them
+    again, so only the inputs' and outputs' shapes stay. `allowzero=1` goes from every
+    Reshape to a constant shape without a 0, where it changes nothing and converters that
+    lack it (onnx2torch, older mobile builds) would refuse the graph."""
+    del proto.graph.value_info[:]
     constants = {t.name: t for t in proto.graph.initializer}
     for node in proto.graph.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
@@ -124,6 +128,7 @@ def _plain_reshapes(proto: onnx.ModelProto) -> None:
         kept = [a for a in node.attribute if not (a.name == "allowzero" and a.i == 1)]
         del node.attribute[:]
         node.attribute.extend(kept)
+    return proto
 
 
 def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
@@ -144,12 +149,7 @@ def trace_onnx(wrapper: nn.Module, example: tuple[torch.Tensor, ...], input_name
     except Exception as err:  # the exporter raises many types; the user needs one line and the full report
         raise MtlDeployError(f"ONNX export of {type(_inner(wrapper)).__name__} failed: {_culprit(err)} "
                              f"(full exporter report: {_write_report(err)})") from None
-    proto = program.model_proto
-    # Intermediate shapes the exporter recorded carry its symbolic batch name; runtimes
-    # that pin input shapes (tract, OpenVINO) then see two sizes for one axis. Every
-    # runtime infers them again, so the graph keeps its inputs' and outputs' shapes only.
-    del proto.graph.value_info[:]
-    _plain_reshapes(proto)
+    proto = make_portable(program.model_proto)
     foreign = sorted({node.domain for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
     if foreign:
         raise MtlDeployError(f"the graph uses non-standard operator domains {foreign}; it would not run everywhere")

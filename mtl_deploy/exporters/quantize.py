@@ -23,6 +23,7 @@ from mtl_deploy.atomic import sha256_file
 from mtl_deploy.errors import MtlDeployError
 from mtl_deploy.exporters.graphs import routed_feeds
 from mtl_deploy.exporters.latency import median_ms
+from mtl_deploy.exporters.onnx_graph import make_portable
 from mtl_deploy.exporters.runtimes import graph_runners, parse_runtimes
 from mtl_deploy.exporters.verify import (DEFAULT_BATCH_SIZES, ParityError, ParityReport, check_graph, prove_parity,
                                       same_feeds)
@@ -50,14 +51,14 @@ def int8_feeds(manifest: dict):
     return (lambda rows: routed_feeds(rows, len(manifest["tasks"]))) if manifest.get("routed") else same_feeds
 
 
-def prove_int8(path: Path, manifest: dict, input_sets: dict, runtimes, atol: float, rtol: float
-               ) -> ParityReport | None:
-    """The int8 graph in every runtime of `runtimes` but ONNX Runtime, against ONNX Runtime's
-    int8 outputs on the CPU; None when ONNX Runtime is the only one."""
+def prove_int8(path: Path, proto: onnx.ModelProto, manifest: dict, input_sets: dict, runtimes, atol: float,
+               rtol: float) -> ParityReport | None:
+    """The int8 graph at `path` (`proto`, checked) in every runtime of `runtimes` but ONNX
+    Runtime, against ONNX Runtime's int8 outputs on the CPU; None when ONNX Runtime is the
+    only one."""
     others = [name for name in parse_runtimes(runtimes) if name != "onnxruntime"]
     if not others:
         return None
-    proto = check_graph(path)
     session, names = session_for(path, threads=0), [o.name for o in proto.graph.output]
     expected = lambda feeds: dict(zip(names, session.run(names, feeds)))  # noqa: E731
     return prove_parity(graph_runners(path, proto, runtimes=others), expected, input_sets, DEFAULT_BATCH_SIZES,
@@ -76,10 +77,8 @@ def add_int8(staging: Path, manifest: dict, input_sets: dict, max_error: float, 
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-    proto = onnx.load(str(target))
-    del proto.graph.value_info[:]  # shape inference's intermediate shapes: see trace_onnx
+    proto = check_graph(make_portable(onnx.load(str(target))))  # quantize_dynamic's shape inference adds value_info
     onnx.save_model(proto, target)
-    check_graph(target)
     rows = input_sets.get("real") or next(iter(input_sets.values()))
     feeds = int8_feeds(manifest)({name: np.ascontiguousarray(values[:64]) for name, values in rows.items()})
     sessions = {"float32": session_for(source, threads=1), "int8": session_for(target, threads=1)}
@@ -91,7 +90,7 @@ def add_int8(staging: Path, manifest: dict, input_sets: dict, max_error: float, 
     if change[worst] > max_error:
         raise QuantizationError(f"int8 changes output {worst!r} by {change[worst]:.3g} (bound {max_error:g}); "
                                 "no export was written; raise --max-quantization-error or keep float32")
-    parity = prove_int8(target, manifest, input_sets, runtimes, atol, rtol)
+    parity = prove_int8(target, proto, manifest, input_sets, runtimes, atol, rtol)
     if parity is not None and not parity.passed:
         raise ParityError("model.int8.onnx against ONNX Runtime's int8 outputs: " + parity.failure_message()
                           + "; no export was written")

@@ -157,13 +157,13 @@ def _verify_onnx(model_path: Path, manifest: dict, loaded, atol: float, rtol: fl
 
 def _int8_report(export_dir: Path, manifest: dict, input_sets: dict, runtimes, atol: float, rtol: float
                  ) -> ParityReport | None:
-    """The int8 graph beside the export: its hash (when the manifest records one), then its
-    proof in the other runtimes against ONNX Runtime's int8 outputs."""
+    """The int8 graph beside the export: its hash (when the manifest records one), the
+    checker, then its proof in the other runtimes against ONNX Runtime's int8 outputs."""
     path = artifact_path(export_dir, manifest, manifest["int8"].get("artifact"))
     recorded = manifest["int8"].get("sha256")
     if recorded is not None and sha256_file(path) != recorded:
         raise MtlDeployError(f"{path} does not match the hash in its manifest: it was changed or is corrupt")
-    return prove_int8(path, manifest, input_sets, runtimes, atol, rtol)
+    return prove_int8(path, check_graph(path), manifest, input_sets, runtimes, atol, rtol)
 
 
 def _input_sets(loaded) -> dict[str, dict[str, np.ndarray]]:
@@ -183,8 +183,9 @@ def _verify_program(model_path: Path, format: str, manifest: dict, loaded, atol:
     else:
         raise MtlDeployError(f"{model_path.parent}: unknown artifact format {format!r} in its manifest; export again")
     runner = torch_runner(program, names, signature_of(loaded.model).names)
-    bound = manifest.get("max_batch")
-    batches = bounded_batches(DEFAULT_BATCH_SIZES, bound) if isinstance(bound, int) and bound >= 1 else DEFAULT_BATCH_SIZES
+    bound, batches = manifest.get("max_batch"), DEFAULT_BATCH_SIZES  # an ExecuTorch program has a bound
+    if isinstance(bound, int) and bound >= 1:
+        batches = bounded_batches(batches, bound)
     return prove_parity({runtime: runner}, torch_outputs(loaded.model, names), _input_sets(loaded), batches, atol, rtol)
 
 

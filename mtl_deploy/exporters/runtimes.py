@@ -25,7 +25,7 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from mtl_deploy.errors import InputError, MtlDeployError
+from mtl_deploy.errors import InputError, MtlDeployError, first_line
 from mtl_deploy.runtime.session import session_for
 
 Outputs = dict[str, np.ndarray]
@@ -80,8 +80,7 @@ def reference_runner(proto: onnx.ModelProto) -> Runner:
 
 def _failed(runtime: str, path: Path, err: BaseException) -> MtlDeployError:
     """A runtime's own error (a Rust or C++ trace) as one line that names the graph."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return MtlDeployError(f"{runtime} cannot run {path.name}: {lines[0][:200] if lines else type(err).__name__}")
+    return MtlDeployError(f"{runtime} cannot run {path.name}: {first_line(err)}")
 
 
 @cache

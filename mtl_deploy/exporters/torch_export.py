@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mtl_deploy.atomic import INTEGRITY, atomic_directory, sha256_file
-from mtl_deploy.errors import MtlDeployError
+from mtl_deploy.errors import MtlDeployError, first_line
 from mtl_deploy.exporters.graphs import dynamic_shapes
 from mtl_deploy.exporters.onnx_graph import TupleOutputs
 from mtl_deploy.exporters.report import ExportReport
@@ -59,7 +59,7 @@ def reload_artifact(format: str, path: Path) -> Callable:
             return torch.jit.load(str(path))
     except Exception as err:  # each loader raises its own types for a corrupt file
         raise MtlDeployError(f"{path} does not load as a {format} artifact "
-                             f"({str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})") from None
+                             f"({first_line(err, 160)})") from None
 
 
 def torch_runner(loaded: Callable, names: list[str], input_names: list[str]) -> Callable[[dict], dict]:
@@ -81,7 +81,7 @@ def export_torch(source: ExportSource, out_dir: str | Path, format: str, *, atol
         try:
             _write(format, wrapper, tuple(random_inputs(model, 4).values()), path)
         except Exception as err:  # tracers and compilers raise many types; the user needs the first line
-            raise MtlDeployError(f"{format} export failed: {str(err).strip().splitlines()[0]}") from err
+            raise MtlDeployError(f"{format} export failed: {first_line(err, 300)}") from err
         run = torch_runner(reload_artifact(format, path), names, signature.names)
         parity = prove_parity({RUNTIMES[format]: run}, torch_outputs(model, names), source.input_sets, batch_sizes,
                               atol, rtol)

@@ -139,22 +139,21 @@ def _run_images(run: Run, size: int, source: int) -> tuple[torch.Tensor, torch.T
     return _images(run.training, train_names, size, source), _images(run.test, run.files, size, source)
 
 
-def model_logits(model, run: Run, size: int, source: int) -> np.ndarray:
-    """(20, 20) logits of the test drawings from `model` adapted on the run's 20 training
-    drawings (metric learners embed them; gradient-based ones take their adaptation steps)."""
+def model_logits(model, x: torch.Tensor, query: torch.Tensor) -> np.ndarray:
+    """(20, 20) logits of a run's test drawings `query` from `model` adapted on its training
+    drawings `x`, class i being drawing i (metric learners embed them; gradient-based ones
+    take their adaptation steps)."""
     from mtl_deploy.meta.adapt import adapt
 
-    x, query = _run_images(run, size, source)
-    adapted = adapt(model, x, torch.arange(len(run.training)))
+    adapted = adapt(model, x, torch.arange(len(x)))
     with torch.no_grad():
         return adapted(query)[adapted.task.name].numpy()
 
 
-def adapter_logits(adapter, run: Run, size: int, source: int) -> np.ndarray:
+def adapter_logits(adapter, x: torch.Tensor, query: torch.Tensor) -> np.ndarray:
     """The same logits from an adapter export in ONNX Runtime (`FewShotAdapter`): adapted
     with `adapt.onnx` on the training drawings, predicted with `predict.onnx`."""
-    x, query = _run_images(run, size, source)
-    return adapter.adapt(x.numpy(), np.arange(len(run.training))).predict(query.numpy())
+    return adapter.adapt(x.numpy(), np.arange(len(x))).predict(query.numpy())
 
 
 def error_of(logits: np.ndarray, run: Run) -> float:
@@ -162,20 +161,18 @@ def error_of(logits: np.ndarray, run: Run) -> float:
     return 100.0 * float(np.mean(logits.argmax(1) != np.array(run.answers)))
 
 
-def runs_as_episodes(runs: list[Run], size: int, source: int):
-    """The runs as one batch of episodes: each run's 20 training drawings the support set
-    (class i is training drawing i), its 20 test drawings the queries."""
+def runs_as_episodes(runs: list[Run], images: list[tuple[torch.Tensor, torch.Tensor]]):
+    """The runs as one batch of episodes, from their decoded drawings (`_run_images`): each
+    run's 20 training drawings the support set (class i is training drawing i), its 20 test
+    drawings the queries."""
     from mtl_deploy.data.episodes import Episodes
 
-    support = [_images(r.training, [f"{r.name}/training drawing {i + 1}" for i in range(len(r.training))], size, source)
-               for r in runs]
-    query = [_images(r.test, r.files, size, source) for r in runs]
     ways = len(runs[0].training)
-    return Episodes(torch.stack(support), torch.arange(ways).repeat(len(runs), 1), torch.stack(query),
-                    torch.tensor([r.answers for r in runs]))
+    return Episodes(torch.stack([x for x, _ in images]), torch.arange(ways).repeat(len(runs), 1),
+                    torch.stack([query for _, query in images]), torch.tensor([r.answers for r in runs]))
 
 
-def learned_baseline_errors(model, runs: list[Run], size: int, source: int, family, meta,
+def learned_baseline_errors(model, runs: list[Run], images: list[tuple[torch.Tensor, torch.Tensor]], family, meta,
                             pretrain_iterations: int = 2000) -> dict[str, list[float]]:
     """Percent error per run of the two learned baselines of the MAML paper, on the same
     runs: the same network pretrained on the meta-training classes as one classifier, then
@@ -183,7 +180,7 @@ def learned_baseline_errors(model, runs: list[Run], size: int, source: int, fami
     them (meta/evaluate.py's baselines)."""
     from mtl_deploy.meta.evaluate import SCRATCH_STEPS, evaluate_adapted, fresh_like, pretrained_baseline
 
-    episodes = runs_as_episodes(runs, size, source)
+    episodes = runs_as_episodes(runs, images)
     torch.manual_seed(meta.seed)
     pretrained = pretrained_baseline(family, model, meta, pretrain_iterations)
     rows = {"pretrained": evaluate_adapted("pretrained", pretrained, episodes, (meta.adapt_steps,), meta.inner_lr,
@@ -244,24 +241,24 @@ def evaluate_omniglot_runs(model: nn.Module | str | Path, path: str | Path, base
                          f"meta-train it with meta.ways {sorted(ways)[0]}")
     size, source = shape[1], transform.get("source_pixels", DRAWING_PIXELS)
     algorithm = model.adaptation["algorithm"]
-    logits = [model_logits(model, run, size, source) for run in runs]
+    images = [_run_images(run, size, source) for run in runs]  # decoded once, for every method that learns
+    logits = [model_logits(model, x, query) for x, query in images]
     errors = {algorithm: [error_of(values, run) for values, run in zip(logits, runs)]}
     difference = None
     if adapter is not None:
-        from mtl_deploy.runtime import FewShotAdapter
-
         from mtl_deploy.exporters.source import weights_hash
+        from mtl_deploy.runtime import FewShotAdapter
 
         exported = FewShotAdapter(adapter, device="cpu")
         if exported.manifest.get("weights_sha256") != weights_hash(model):
             raise InputError(f"the adapter export {adapter} was made from other weights than this model; export "
                              "the model's own adapter (mtl-deploy export CKPT --format adapter)")
-        on_device = [adapter_logits(exported, run, size, source) for run in runs]
+        on_device = [adapter_logits(exported, x, query) for x, query in images]
         errors[ADAPTER] = [error_of(values, run) for values, run in zip(on_device, runs)]
         difference = max(float(np.abs(a - b).max()) for a, b in zip(on_device, logits))
     if baselines:
         errors["mhd"] = [mhd_error(run) for run in runs]
         errors["pixels"] = [pixel_error(run, size) for run in runs]
         if family is not None and meta is not None:
-            errors |= learned_baseline_errors(model, runs, size, source, family, meta, pretrain_iterations)
+            errors |= learned_baseline_errors(model, runs, images, family, meta, pretrain_iterations)
     return RunsResult([r.name for r in runs], errors, difference)

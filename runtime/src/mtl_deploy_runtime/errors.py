@@ -38,6 +38,16 @@ def command_error(err: BaseException, interrupted: str = INTERRUPTED) -> tuple[s
     return f"error: {getattr(err, 'strerror', None) or err}{where}; nothing was replaced", 1
 
 
+def first_line(text_or_error: str | BaseException, limit: int = 200) -> str:
+    """The first non-empty line of a message (another library's error, often a long trace),
+    for a one-line message; an error without text is named by its type."""
+    text = str(text_or_error)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not line and isinstance(text_or_error, BaseException):
+        line = type(text_or_error).__name__
+    return line[:limit]
+
+
 def bounded(items: list, limit: int = 8) -> str:
     """A list for a one-line message: at most `limit` items, then how many more."""
     shown = ", ".join(str(item)[:40] for item in items[:limit])
@@ -55,3 +65,17 @@ def numeric_array(values, name: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InputError(f"{name} contains NaN or inf; clean it first")
     return array
+
+
+def axis_clash(sizes: dict[str, tuple[str, int]], shape: list, name: str, actual: tuple[int, ...]
+               ) -> tuple[str, str, int, int] | None:
+    """Arrays that share a named axis must agree on its size: record each named axis of
+    array `name` (manifest `shape`, real `actual`) in `sizes` (axis -> first array, its
+    size), and return the first disagreement as (axis, that first array, its size there,
+    its size in `name`)."""
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, str):
+            first = sizes.setdefault(dim, (name, actual[axis]))
+            if first[1] != actual[axis]:
+                return dim, first[0], first[1], actual[axis]
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_deploy_runtime.errors import InputError, MtlDeployError, numeric_array
+from mtl_deploy_runtime.errors import InputError, MtlDeployError, axis_clash, numeric_array
 from mtl_deploy_runtime.session import session_for
 
 
@@ -160,11 +160,9 @@ class Predictor:
         if integer and "range" in entry and (array.min() < entry["range"][0] or array.max() >= entry["range"][1]):
             raise InputError(f"input {name!r} takes values in [{entry['range'][0]}, {entry['range'][1]}), "
                              f"got {array.min()} to {array.max()}")
-        for axis, dim in enumerate(shape):
-            if isinstance(dim, str):
-                first = sizes.setdefault(dim, (name, array.shape[axis]))
-                if first[1] != array.shape[axis]:
-                    raise InputError(f"axis {dim!r} is {first[1]} in input {first[0]!r} but {array.shape[axis]} in {name!r}")
+        if clash := axis_clash(sizes, shape, name, array.shape):
+            dim, first, size, here = clash
+            raise InputError(f"axis {dim!r} is {size} in input {first!r} but {here} in {name!r}")
         return np.ascontiguousarray(array, dtype=entry["dtype"])
 
     def adapt(self, support_x, support_y):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from mtl_deploy_runtime.errors import InputError, MtlDeployError
+from mtl_deploy_runtime.errors import InputError, MtlDeployError, first_line
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider",),
@@ -76,20 +76,19 @@ def session_for(path: str | Path, device: str = "cpu", threads: int | None = Non
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     notes = _load_cuda_libraries() if device != "cpu" else ""
     providers = [_configured(name, index) for name in PROVIDERS[kind] if name in available]
+    needs = STARTS_WITH.get(kind, "") + (f" and a GPU {index}" if index else "")  # for the errors below
     try:  # enable_fallback=0: ONNX Runtime would otherwise retry on the CPU, printing to stdout
         session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     except Exception as err:  # ONNX Runtime raises its own types for a corrupt or foreign file, or a failed provider
-        first = _first_line(str(err)) or type(err).__name__
+        first = first_line(err)
         if device == "cpu":
             raise MtlDeployError(f"ONNX Runtime cannot load {path} ({first}); export again") from None
         raise ProviderError(f"ONNX Runtime cannot run {path} with {wanted} ({first}); device {device!r} needs "
-                            f"{STARTS_WITH[kind]}" + (f" and a GPU {index}" if index else "")) from None
+                            f"{needs}") from None
     if wanted not in session.get_providers():
-        cause = _first_line(notes)
+        cause = first_line(notes)
         raise ProviderError(f"device {device!r}: {wanted} is installed but did not start"
-                            + (f" ({cause})" if cause else "") + f"; it needs {STARTS_WITH[kind]}"
-                            + (f" and a GPU {index}" if index else "") + ", "
-                            "or serve with device 'cpu'")
+                            + (f" ({cause})" if cause else "") + f"; it needs {needs}, or serve with device 'cpu'")
     return session
 
 
@@ -128,7 +127,3 @@ def _torch_installed() -> bool:
     if "torch" in sys.modules:
         return sys.modules["torch"] is not None
     return importlib.util.find_spec("torch") is not None
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:200]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_deploy_runtime.atomic import atomic_file
-from mtl_deploy_runtime.errors import InputError, MtlDeployError, bounded
+from mtl_deploy_runtime.errors import InputError, MtlDeployError, axis_clash, bounded
 from mtl_deploy_runtime.version import __version__
 
 FORMAT = "mtl_deploy.task"
@@ -105,11 +105,9 @@ def _check_array(path: Path, entry: dict, value: np.ndarray, sizes: dict[str, tu
     if not fits:
         raise InputError(f"{path}: array {name!r} is {value.dtype} {list(value.shape)}; this adapter's is "
                          f"float32 {shape}")
-    for axis, dim in enumerate(shape):
-        if isinstance(dim, str):
-            first = sizes.setdefault(dim, (name, value.shape[axis]))
-            if first[1] != value.shape[axis]:
-                raise InputError(f"{path}: axis {dim!r} is {first[1]} in {first[0]!r} but {value.shape[axis]} in "
-                                 f"{name!r}; the file is not one task's state")
+    if clash := axis_clash(sizes, shape, name, value.shape):
+        dim, first, size, here = clash
+        raise InputError(f"{path}: axis {dim!r} is {size} in {first!r} but {here} in {name!r}; the file is not one "
+                         "task's state")
     if not np.isfinite(value).all():
         raise InputError(f"{path}: array {name!r} contains NaN or inf; adapt the task again")
